@@ -1,0 +1,79 @@
+"""The encoder-decoder contract shared by Seq2Seq and Transformer, used by training and decoding.
+
+Training calls :meth:`EncoderDecoder.forward` with teacher forcing. Decoding calls
+:meth:`EncoderDecoder.encode` once, then :meth:`EncoderDecoder.decode_step` once per target position;
+beam search reorders the decoder state with :meth:`DecoderState.reorder`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AttentionMaps:
+    """Attention weights of one forward pass, each ``None`` when the model has no such attention.
+
+    Attributes:
+        encoder_self: ``(L, B, H, Ts, Ts)`` encoder self-attention per layer and head.
+        decoder_self: ``(L, B, H, Tt, Tt)`` decoder self-attention per layer and head.
+        cross: ``(L, B, H, Tt, Ts)`` decoder-to-encoder attention (Seq2Seq: ``L = H = 1``).
+    """
+
+    encoder_self: torch.Tensor | None = None
+    decoder_self: torch.Tensor | None = None
+    cross: torch.Tensor | None = None
+
+
+@dataclass
+class Seq2SeqOutput:
+    """Attributes:
+    logits: ``(B, Tt, V)`` next-token scores for every target position.
+    attention: the attention maps when ``need_weights=True`` was passed, else ``None``.
+    """
+
+    logits: torch.Tensor
+    attention: AttentionMaps | None
+
+
+class DecoderState(ABC):
+    """Everything the decoder carries between steps (RNN hidden state, KV caches, encoder memory)."""
+
+    @abstractmethod
+    def reorder(self, index: torch.Tensor) -> DecoderState:
+        """Select/reorder batch rows (``index``: ``(B',)`` long) -- used by beam search and batch pruning."""
+
+
+@dataclass
+class StepOutput:
+    """Attributes:
+    logits: ``(B, V)`` scores for the next token.
+    state: the decoder state after consuming the step's tokens.
+    cross_weights: ``(B, Ts)`` attention over the source for this step (averaged over heads, last layer
+        for the Transformer), or ``None`` when not requested.
+    """
+
+    logits: torch.Tensor
+    state: DecoderState
+    cross_weights: torch.Tensor | None
+
+
+class EncoderDecoder(nn.Module, ABC):
+    """Base class of attnlab's translation models (ids in, logits out; 0 is always padding)."""
+
+    @abstractmethod
+    def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
+                need_weights: bool = False) -> Seq2SeqOutput:
+        """Teacher-forced pass. ``src``: ``(B, Ts)``, ``src_lens``: ``(B,)``, ``tgt_in``: ``(B, Tt)``."""
+
+    @abstractmethod
+    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> DecoderState:
+        """Run the encoder and return the initial decoder state."""
+
+    @abstractmethod
+    def decode_step(self, tokens: torch.Tensor, state: DecoderState, *, need_weights: bool = False) -> StepOutput:
+        """Consume one token per row (``tokens``: ``(B,)`` long) and score the next one."""
