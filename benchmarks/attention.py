@@ -1,0 +1,133 @@
+"""attnlab MultiHeadAttention vs torch.nn.MultiheadAttention: median forward and forward+backward times.
+
+Run: .venv/bin/python benchmarks/attention.py [--threads 2] [--repeats 15] [--quick]
+
+Both modules share the same weights; inputs are batch-first fp32. "fast" = need_weights=False; "weights" =
+per-head weights returned (nn: need_weights=True, average_attn_weights=False). Forward is timed in eval
+mode under no_grad (where nn.MultiheadAttention may take its native fused path); forward+backward in
+train mode with dropout 0. Ratios < 1 mean attnlab is faster. It then measures the peak memory of one
+8192-token self-attention on attnlab's fast path against SDPA alone, each in a fresh subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import environment, median_times  # noqa: E402
+
+from attnlab.attention import MultiHeadAttention  # noqa: E402
+
+SHAPES = [(64, 32, 512, 8), (16, 128, 512, 8), (4, 512, 512, 8), (1, 2048, 512, 8)]
+
+
+def _fwd(module: nn.Module, x: torch.Tensor, ours: bool, weights: bool):
+    def run():
+        with torch.no_grad():
+            if ours:
+                return module(x, need_weights=weights)
+            return module(x, x, x, need_weights=weights, average_attn_weights=False)
+    return run
+
+
+def _fwd_bwd(module: nn.Module, x: torch.Tensor, ours: bool, weights: bool):
+    def run():
+        if ours:
+            out = module(x, need_weights=weights)
+        else:
+            out = module(x, x, x, need_weights=weights, average_attn_weights=False)
+        loss = out[0].sum() + (out[1].sum() if weights else 0.0)
+        loss.backward()
+    return run
+
+
+def time_shapes(repeats: int, shapes: list[tuple[int, int, int, int]]) -> list[dict]:
+    rows = []
+    for batch, seq, d_model, heads in shapes:
+        torch.manual_seed(0)
+        ours = MultiHeadAttention(d_model, heads)
+        ref = ours.to_torch(batch_first=True)
+        x = torch.randn(batch, seq, d_model)
+        xg = x.clone().requires_grad_(True)
+        for path, weights in (("fast", False), ("weights", True)):
+            for mode in ("forward", "forward+backward"):
+                train = mode != "forward"
+                ours.train(train)
+                ref.train(train)
+                make = _fwd_bwd if train else _fwd
+                inp = xg if train else x
+                reps = repeats if batch * seq * seq < 2_000_000 else max(5, repeats // 3)
+                t = median_times({"attnlab": make(ours, inp, True, weights), "torch": make(ref, inp, False, weights)},
+                                 repeats=reps)
+                rows.append({"shape": f"({batch}, {seq}, {d_model}, {heads})", "path": path, "mode": mode,
+                             "attnlab_ms": 1e3 * t["attnlab"], "torch_ms": 1e3 * t["torch"],
+                             "ratio": t["attnlab"] / t["torch"]})
+    return rows
+
+
+_MEM_CHILD = r"""
+import json, resource, sys, torch
+torch.set_num_threads(int(sys.argv[2]))
+which, T, D, H = sys.argv[1], 8192, 512, 8
+torch.manual_seed(0)
+from attnlab.attention import MultiHeadAttention
+m = MultiHeadAttention(D, H).eval()
+with torch.no_grad():  # warm the kernels on a small input so one-time allocations are not counted
+    m(torch.randn(1, 256, D))
+    torch.nn.functional.scaled_dot_product_attention(*torch.randn(3, 1, H, 256, D // H))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with torch.no_grad():
+    if which == "attnlab":
+        x = torch.randn(1, T, D)
+        out = m(x)
+    else:
+        q, k, v = (torch.randn(1, H, T, D // H) for _ in range(3))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_mib": (peak - base) / 1024}))
+"""
+
+
+def peak_memory(threads: int) -> dict[str, float]:
+    """Peak resident memory above a warmed baseline (inputs included), MiB, each in a fresh process."""
+    out = {}
+    for which in ("attnlab", "sdpa"):
+        res = subprocess.run([sys.executable, "-c", _MEM_CHILD, which, str(threads)], capture_output=True, text=True,
+                             check=True)
+        out[which] = json.loads(res.stdout.strip().splitlines()[-1])["peak_mib"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="first two shapes only, few repeats")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shapes = SHAPES[:2] if args.quick else SHAPES
+    print(f"# {environment()}, fp32")
+    rows = time_shapes(3 if args.quick else args.repeats, shapes)
+    print("| (batch, seq, d_model, heads) | path | mode | attnlab ms | torch ms | ratio |")
+    print("|---|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['shape']} | {r['path']} | {r['mode']} | {r['attnlab_ms']:.2f} | {r['torch_ms']:.2f} | "
+              f"{r['ratio']:.2f} |")
+    worst = max(r["ratio"] for r in rows)
+    print(f"\nworst ratio (attnlab / torch): {worst:.2f}")
+    if not args.quick:
+        mem = peak_memory(args.threads)
+        print("\npeak memory, 8192-token self-attention (1 batch, 8 heads, head dim 64), inputs included:")
+        print(f"attnlab fast path {mem['attnlab']:.1f} MiB, SDPA alone {mem['sdpa']:.1f} MiB, "
+              f"ratio {mem['attnlab'] / mem['sdpa']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

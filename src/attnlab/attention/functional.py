@@ -1,0 +1,155 @@
+"""Pure attention math: masked softmax and the explicit and fused scaled dot-product paths.
+
+Every function here is stateless; modules in this package own parameters and call into these.
+Shapes follow the legend in :mod:`attnlab.core.types`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from attnlab.attention import masks as M
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def masked_softmax(scores: torch.Tensor, valid_lens: torch.Tensor | None = None,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over the last dim that gives masked positions exactly 0.
+
+    Args:
+        scores: ``(B, .., Tq, Tk)`` floating scores.
+        valid_lens: ``(B,)`` keys per row or ``(B, Tq)`` keys per query (integers in ``[0, Tk]``).
+        mask: boolean, broadcastable to ``scores``; ``True`` = may attend.
+
+    Returns:
+        Weights with the shape of ``scores``. A row with no allowed position is all zeros; its
+        gradient is zero too (finite), in every floating dtype. Masked entries are filled with the
+        dtype's minimum -- never a magic ``-1e9``, which overflows in fp16.
+    """
+    if not isinstance(scores, torch.Tensor) or not scores.dtype.is_floating_point:
+        got = scores.dtype if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise TypeError(f"scores: expected a floating-point tensor, got {got}")
+    if scores.dim() < 2:
+        raise ValueError(f"scores: expected at least 2 dims (.., Tq, Tk), got shape {tuple(scores.shape)}")
+    combined = build_mask(tuple(scores.shape), valid_lens=valid_lens, mask=mask, device=scores.device)
+    return softmax_with_mask(scores, combined)
+
+
+def build_mask(scores_shape: tuple[int, ...], *, valid_lens: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, is_causal: bool = False,
+               device: torch.device | None = None) -> torch.Tensor | None:
+    """Validate and AND together the ways of restricting attention for scores of ``scores_shape``.
+
+    Returns a boolean mask broadcastable to ``scores_shape`` (``True`` = may attend) or ``None``.
+    """
+    num_queries, num_keys = scores_shape[-2], scores_shape[-1]
+    parts: list[torch.Tensor | None] = []
+    if valid_lens is not None:
+        M.check_valid_lens(valid_lens, scores_shape[0], num_queries, num_keys)
+        parts.append(M.lengths_to_mask(valid_lens, num_keys, len(scores_shape)))
+    if mask is not None:
+        M.check_mask(mask, scores_shape)
+        parts.append(mask)
+    if is_causal:
+        parts.append(M.causal_mask(num_queries, num_keys, device=device))
+    return M.combine(*parts)
+
+
+def fill_masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Replace disallowed scores with the dtype's minimum (finite, so no ``inf - inf`` NaN)."""
+    if mask is None:
+        return scores
+    return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+
+
+def softmax_with_mask(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax of ``scores`` under an already-built boolean ``mask``; fully masked rows become zeros.
+
+    Half-precision scores are normalized in float32 and cast back, so bf16/fp16 rows still sum to 1
+    within their dtype's resolution.
+    """
+    filled = fill_masked(scores, mask)
+    if scores.dtype in _LOW_PRECISION:
+        weights = torch.softmax(filled, dim=-1, dtype=torch.float32).to(scores.dtype)
+    else:
+        weights = torch.softmax(filled, dim=-1)
+    if mask is None:
+        return weights
+    # A fully masked row was softmaxed over equal minima (uniform); zero it and every masked entry.
+    return weights.masked_fill(~mask, 0.0)
+
+
+def zero_unreachable(keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+                     key_dim: int = -2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero keys/values that no query may attend to, so NaN/inf padding cannot reach any output.
+
+    (``0 * nan`` is ``nan``: a zero weight alone does not protect the weighted sum.) ``mask`` is
+    broadcastable to ``(.., Tq, Tk)`` scores; ``keys``/``values`` are ``(.., Tk, D)``.
+    """
+    if mask is None:
+        return keys, values
+    reachable = mask.any(dim=-2)  # (.., Tk): some query may attend to this key
+    while reachable.dim() < keys.dim() - 1:
+        reachable = reachable.unsqueeze(0)
+    if bool(reachable.all()):
+        return keys, values
+    keep = reachable.unsqueeze(-1)  # (.., Tk, 1)
+    return keys.masked_fill(~keep, 0.0), values.masked_fill(~keep, 0.0)
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+                       dropout_p: float = 0.0, training: bool = False, scale: float | None = None,
+                       tracer=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention written out step by step (Vaswani et al., 2017, eq. 1).
+
+    Args:
+        q: ``(B, H, Tq, Dh)``; k: ``(B, H, Tk, Dh)``; v: ``(B, H, Tk, Dv)``.
+        mask: boolean broadcastable to ``(B, H, Tq, Tk)``, ``True`` = may attend.
+        tracer: an active :class:`attnlab.attention.trace.Trace` to record each step, or ``None``.
+
+    Returns:
+        ``(context (B, H, Tq, Dv), weights (B, H, Tq, Tk))``; weights are before dropout.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    k, v = zero_unreachable(k, v, mask)
+    scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+    if tracer is not None:
+        tracer.record("scores", scores)
+    scores = scores * scale  # (B, H, Tq, Tk)
+    if tracer is not None:
+        tracer.record("scaled_scores", scores)
+        if mask is not None:
+            tracer.record("masked_scores", fill_masked(scores, mask))
+    weights = softmax_with_mask(scores, mask)  # (B, H, Tq, Tk)
+    if tracer is not None:
+        tracer.record("weights", weights)
+    attn = F.dropout(weights, p=dropout_p, training=True) if training and dropout_p > 0 else weights
+    context = attn @ v  # (B, H, Tq, Dv)
+    return context, weights
+
+
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+                    is_causal: bool = False, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """The fast path: ``F.scaled_dot_product_attention`` with attnlab's semantics.
+
+    ``is_causal`` is passed to the kernel only when no other mask is given and ``Tq == Tk`` (SDPA aligns
+    its causal mask top-left, which is wrong for cached decoding). Rows with no allowed key are given a
+    harmless full mask for the kernel (avoiding NaN forward and backward) and zeroed afterwards, so the
+    result equals :func:`explicit_attention`'s context.
+
+    Returns:
+        ``(B, H, Tq, Dv)`` context.
+    """
+    p = dropout_p if training else 0.0
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=is_causal)
+    k, v = zero_unreachable(k, v, mask)
+    row_ok = mask.any(dim=-1, keepdim=True)  # (.., Tq, 1)
+    if bool(row_ok.all()):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~row_ok, dropout_p=p)
+    return context.masked_fill(~row_ok, 0.0)

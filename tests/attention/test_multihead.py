@@ -1,0 +1,304 @@
+"""MultiHeadAttention against nn.MultiheadAttention and SDPA; fused == explicit; cache == full pass."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from attnlab.attention import KVCache, MultiHeadAttention, causal_mask, trace
+from attnlab.attention.functional import explicit_attention, fused_attention
+
+
+def _torch_pair(d_model=16, heads=4, kdim=None, vdim=None, bias=True, batch_first=True, seed=0):
+    torch.manual_seed(seed)
+    ref = nn.MultiheadAttention(d_model, heads, bias=bias, kdim=kdim, vdim=vdim, batch_first=batch_first).eval()
+    if bias:  # nn initializes biases to zero; randomize so that copying them is tested
+        with torch.no_grad():
+            ref.in_proj_bias.normal_()
+            ref.out_proj.bias.normal_()
+    return ref, MultiHeadAttention.from_torch(ref).eval()
+
+
+def _call_torch(ref, q, k, v, attn_mask=None, kpm=None, batch_first=True):
+    if not batch_first:
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))
+    out, w = ref(q, k, v, attn_mask=attn_mask, key_padding_mask=kpm, need_weights=True, average_attn_weights=False)
+    return (out if batch_first else out.transpose(0, 1)), w
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kind", ["self", "cross", "cross_kdim"])
+@pytest.mark.parametrize("masking", ["none", "padding", "causal", "both"])
+def test_matches_nn_multihead_attention(batch_first, kind, masking):
+    kdim = vdim = None
+    if kind == "cross_kdim":
+        kdim, vdim = 6, 10
+    ref, ours = _torch_pair(kdim=kdim, vdim=vdim, batch_first=batch_first)
+    B, Tq = 3, 5
+    Tk = Tq if kind == "self" else 7
+    q = torch.randn(B, Tq, 16)
+    k = q if kind == "self" else torch.randn(B, Tk, kdim or 16)
+    v = q if kind == "self" else (k if vdim is None else torch.randn(B, Tk, vdim))
+    lens = torch.tensor([Tk, 2, Tk - 1])
+    kpm = None
+    attn_mask = None
+    our_kwargs = {}
+    if masking in ("padding", "both"):
+        kpm = torch.arange(Tk)[None, :] >= lens[:, None]  # True = blocked (PyTorch convention)
+        our_kwargs["valid_lens"] = lens
+    if masking in ("causal", "both"):
+        attn_mask = ~causal_mask(Tq, Tk)
+        our_kwargs["is_causal"] = True
+    ref_out, ref_w = _call_torch(ref, q, k, v, attn_mask, kpm, batch_first)
+    key = None if kind == "self" else k
+    value = None if kind == "self" else v
+    out, w = ours(q, key, value, need_weights=True, **our_kwargs)
+    finite = torch.isfinite(ref_out).all(-1)
+    torch.testing.assert_close(out[finite], ref_out[finite])
+    torch.testing.assert_close(w, ref_w)
+    fast, none_w = ours(q, key, value, **our_kwargs)
+    assert none_w is None
+    torch.testing.assert_close(fast, out)
+
+
+def test_fully_masked_rows_differ_from_pytorch_by_design():
+    ref, ours = _torch_pair()
+    q = torch.randn(2, 3, 16)
+    kpm = torch.tensor([[True, True, True], [False, False, True]])
+    ref_out, _ = _call_torch(ref, q, q, q, kpm=kpm)
+    assert torch.isnan(ref_out[0]).all()  # PyTorch: NaN for a batch row with no key
+    out, w = ours(q, valid_lens=torch.tensor([0, 2]), need_weights=True)
+    assert torch.all(w[0] == 0)
+    torch.testing.assert_close(out[0], ours.out_proj.bias.expand(3, 16))  # zero context -> just the bias
+    torch.testing.assert_close(out[1], ref_out[1])
+
+
+def test_no_bias_round_trip_and_to_torch():
+    ref, ours = _torch_pair(bias=False)
+    assert ours.in_proj_bias is None and ours.out_proj.bias is None
+    back = ours.to_torch(batch_first=False)
+    x = torch.randn(2, 4, 16)
+    torch.testing.assert_close(back(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1))[0].transpose(0, 1),
+                               ours(x).output)
+
+
+def test_from_torch_rejects_unsupported_modules():
+    with pytest.raises(TypeError, match="expected torch.nn.MultiheadAttention"):
+        MultiHeadAttention.from_torch(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="add_bias_kv"):
+        MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 2, add_bias_kv=True))
+
+
+def _mask_kinds(B, H, Tq, Tk):
+    g = torch.Generator().manual_seed(3)
+    lens = torch.randint(1, Tk + 1, (B,), generator=g)
+    lens[0] = 0  # a batch row with nothing to attend to
+    per_query = torch.randint(0, Tk + 1, (B, Tq), generator=g)
+    rand2 = torch.rand(Tq, Tk, generator=g) > 0.3
+    rand3 = torch.rand(B, Tq, Tk, generator=g) > 0.3
+    rand4 = torch.rand(B, H, Tq, Tk, generator=g) > 0.3
+    rand4[1, 0, 2] = False  # one fully masked (row, head, query)
+    return {
+        "none": {},
+        "lens": {"valid_lens": lens},
+        "lens_per_query": {"valid_lens": per_query},
+        "mask2d": {"mask": rand2},
+        "mask3d": {"mask": rand3},
+        "mask4d": {"mask": rand4},
+        "key_padding_4d": {"mask": (torch.arange(Tk) < lens[:, None])[:, None, None, :]},
+        "causal": {"is_causal": True},
+        "causal_lens": {"is_causal": True, "valid_lens": lens},
+        "causal_mask3d": {"is_causal": True, "mask": rand3},
+    }
+
+
+@pytest.mark.parametrize("T", [6, 48])  # 48*48 > the small-matrix threshold: exercises the fused kernel
+@pytest.mark.parametrize("kind", list(_mask_kinds(3, 4, 6, 6)))
+def test_fused_path_equals_explicit_path_under_every_mask_kind(T, kind):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(3, T, 16)
+    kwargs = _mask_kinds(3, 4, T, T)[kind]
+    slow, weights = mha(x, need_weights=True, **kwargs)
+    fast, _ = mha(x, **kwargs)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    assert torch.isfinite(weights).all()
+    empty_rows = weights.sum(-1) == 0
+    if kind in ("lens", "causal_lens"):
+        assert empty_rows[0].all()  # batch row 0 has no keys: zero weights everywhere
+
+
+@pytest.mark.parametrize("dtype,atol", [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
+def test_fused_equals_explicit_in_half_precision_within_documented_bounds(dtype, atol):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).to(dtype).eval()
+    x = torch.randn(2, 48, 32).to(dtype)
+    lens = torch.tensor([48, 30])
+    slow, _ = mha(x, valid_lens=lens, need_weights=True)
+    fast, _ = mha(x, valid_lens=lens)
+    torch.testing.assert_close(fast.float(), slow.float(), atol=atol, rtol=atol)
+
+
+def test_functional_paths_match_sdpa_directly():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 12, 8), torch.randn(2, 3, 12, 5)
+    mask = torch.rand(2, 1, 10, 12) > 0.2
+    mask[..., 0] = True
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    ctx, w = explicit_attention(q, k, v, mask)
+    torch.testing.assert_close(ctx, ref)
+    torch.testing.assert_close(fused_attention(q, k, v, mask), ref)
+    ref_causal = F.scaled_dot_product_attention(q[:, :, :10], k[:, :, :10], v[:, :, :10], is_causal=True)
+    torch.testing.assert_close(fused_attention(q[:, :, :10], k[:, :, :10], v[:, :, :10], is_causal=True),
+                               ref_causal)
+
+
+@pytest.mark.parametrize("T", [7, 45])
+def test_kv_cache_step_by_step_equals_full_causal_pass(T):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, T, 16)
+    full, _ = mha(x, is_causal=True)
+    cache = KVCache()
+    steps = [mha(x[:, t:t + 1], is_causal=True, cache=cache).output for t in range(T)]
+    assert len(cache) == T
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-6, rtol=1e-5)
+    # Several positions at once after a cached prefix also agree.
+    cache = KVCache()
+    first = mha(x[:, :3], is_causal=True, cache=cache).output
+    rest = mha(x[:, 3:], is_causal=True, cache=cache).output
+    torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=1e-6, rtol=1e-5)
+
+
+def test_static_cross_attention_cache_projects_memory_once_and_reorders():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, kdim=8, vdim=8).eval()
+    mem = torch.randn(3, 5, 8)
+    lens = torch.tensor([5, 3, 1])
+    q = torch.randn(3, 4, 16)
+    full, w_full = mha(q, mem, valid_lens=lens, need_weights=True)
+    cache = KVCache(static=True)
+    outs = [mha(q[:, t:t + 1], mem, valid_lens=lens, cache=cache).output for t in range(4)]
+    torch.testing.assert_close(torch.cat(outs, 1), full)
+    key_before = cache.key
+    mha(q[:, :1], mem * 100, valid_lens=lens, cache=cache)  # ignored once filled
+    assert cache.key is key_before
+    index = torch.tensor([2, 0])
+    cache.reorder(index)
+    out, _ = mha(q[index, :1], None if False else mem[index], valid_lens=lens[index], cache=cache)
+    torch.testing.assert_close(out, full[index, :1])
+
+
+def test_gradcheck_float64_both_paths_with_fully_masked_rows():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(4, 2).double()
+    for T, need in ((3, True), (41, False)):  # explicit path, then the fused kernel
+        x = torch.randn(2, T, 4, dtype=torch.float64, requires_grad=True)
+        lens = torch.tensor([0, T - 1])
+        assert torch.autograd.gradcheck(lambda x: mha(x, valid_lens=lens, need_weights=need).output, (x,),
+                                        eps=1e-6, atol=1e-5)
+    mem = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(2, 3, 5) > 0.4
+    mask[0, 1] = False
+    assert torch.autograd.gradcheck(lambda q, m: mha(q, m, mask=mask, is_causal=True, need_weights=True).output,
+                                    (q, mem))
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(1, 8), pad=st.integers(1, 50), seed=st.integers(0, 10_000))
+def test_property_padding_does_not_change_real_token_outputs(length, pad, seed):
+    torch.manual_seed(seed)
+    mha = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(1, length, 8)
+    alone, _ = mha(x, is_causal=False)
+    padded = torch.cat([x, torch.randn(1, pad, 8) * 1e4], dim=1)
+    out, _ = mha(padded, valid_lens=torch.tensor([length]))
+    torch.testing.assert_close(out[:, :length], alone, atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(2, 50), seed=st.integers(0, 10_000))
+def test_property_self_attention_is_permutation_equivariant(length, seed):
+    torch.manual_seed(seed)
+    mha = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(2, length, 8)
+    perm = torch.randperm(length)
+    out, _ = mha(x)
+    out_perm, _ = mha(x[:, perm])
+    torch.testing.assert_close(out_perm, out[:, perm], atol=1e-5, rtol=1e-4)
+
+
+@settings(max_examples=20, deadline=None)
+@given(length=st.integers(1, 6), pad=st.integers(1, 45), poison=st.sampled_from([float("nan"), float("inf"), 1e30]),
+       need=st.booleans())
+def test_property_poison_in_masked_keys_and_values_never_reaches_output(length, pad, poison, need):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2).eval()
+    q = torch.randn(2, 4, 8)
+    mem = torch.randn(2, length + pad, 8)
+    mem[:, length:] = poison
+    lens = torch.tensor([length, length])
+    out, _ = mha(q, mem, valid_lens=lens, need_weights=need)
+    assert torch.isfinite(out).all()
+    clean, _ = mha(q, mem[:, :length])
+    torch.testing.assert_close(out, clean, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "words"),
+    [
+        (lambda m: MultiHeadAttention(10, 3), ValueError, ["d_model=10", "num_heads=3", "divisible"]),
+        (lambda m: m(torch.randn(2, 3, 16), mask=torch.ones(3, 4, dtype=torch.bool)), ValueError,
+         ["mask", "(3, 4)", "(2, 4, 3, 3)"]),
+        (lambda m: m(torch.randn(2, 3, 16), mask=torch.ones(3, 3, dtype=torch.int32)), TypeError,
+         ["mask", "torch.bool", "int32"]),
+        (lambda m: m(torch.randn(2, 3, 16), valid_lens=torch.tensor([1, 4])), ValueError,
+         ["valid_lens", "[0, 3]", "max 4"]),
+        (lambda m: m(torch.randn(2, 3, 12)), ValueError, ["query", "last dim 16", "(2, 3, 12)"]),
+        (lambda m: m(torch.randn(2, 3, 16), value=torch.randn(2, 3, 16)), ValueError, ["value was given without key"]),
+        (lambda m: m(torch.randn(2, 3, 16), torch.randn(2, 4, 16), torch.randn(2, 5, 16)), ValueError,
+         ["one value per key"]),
+        (lambda m: m(torch.randn(3, 16)), ValueError, ["query", "3-dim", "(3, 16)"]),
+    ],
+)
+def test_bad_input_errors_name_argument_shape_and_expectation(call, exc, words):
+    mha = MultiHeadAttention(16, 4)
+    with pytest.raises(exc) as info:
+        call(mha)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_dropout_only_in_training_and_weights_are_pre_dropout():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, dropout=0.5)
+    x = torch.randn(2, 5, 16)
+    mha.train()
+    _, w = mha(x, need_weights=True)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 5))
+    a, _ = mha(x)
+    b, _ = mha(x)
+    assert not torch.allclose(a, b)
+    mha.eval()
+    torch.testing.assert_close(mha(x).output, mha(x).output)
+
+
+def test_trace_records_every_step_in_order_and_is_off_outside():
+    mha = MultiHeadAttention(16, 4)
+    x, mem = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    plain = mha(x, mem, is_causal=True).output
+    with trace() as t:
+        traced = mha(x, mem, is_causal=True).output
+    names = [s.name for s in t.steps]
+    assert names == ["query_input", "key_input", "value_input", "q_proj", "k_proj", "v_proj", "q_heads", "k_heads",
+                     "v_heads", "scores", "scaled_scores", "masked_scores", "weights", "context", "merged", "output"]
+    shapes = {s.name: s.shape for s in t.steps}
+    assert shapes["scores"] == (2, 4, 5, 7) and shapes["merged"] == (2, 5, 16) and shapes["q_heads"] == (2, 4, 5, 4)
+    torch.testing.assert_close(traced, plain)
+    mha(x)
+    assert len(t.steps) == len(names)  # nothing recorded after the block
+    table = t.table()
+    assert "masked_scores" in table and "(B, H, Tq, Tk)" in table and "(2, 4, 5, 7)" in table
