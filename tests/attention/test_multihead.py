@@ -197,8 +197,10 @@ def test_gradcheck_float64_both_paths_with_fully_masked_rows():
     for T, need in ((3, True), (41, False)):  # explicit path, then the fused kernel
         x = torch.randn(2, T, 4, dtype=torch.float64, requires_grad=True)
         lens = torch.tensor([0, T - 1])
-        assert torch.autograd.gradcheck(lambda x: mha(x, valid_lens=lens, need_weights=need).output, (x,),
-                                        eps=1e-6, atol=1e-5)
+        def fn(x, lens=lens, need=need):
+            return mha(x, valid_lens=lens, need_weights=need).output
+
+        assert torch.autograd.gradcheck(fn, (x,), eps=1e-6, atol=1e-5)
     mem = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
     q = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     mask = torch.rand(2, 3, 5) > 0.4

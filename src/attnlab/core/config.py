@@ -36,8 +36,8 @@ def check_choice(cls_name: str, name: str, value: Any, choices: tuple[Any, ...])
         raise ConfigError(f"{cls_name}.{name}: got {value!r}, expected one of {', '.join(map(repr, choices))}")
 
 
-def check_range(cls_name: str, name: str, value: float, *, low: float | None = None, high: float | None = None,
-                low_inclusive: bool = True) -> None:
+def check_range(cls_name: str, name: str, value: float, *, low: float | None = None,
+                high: float | None = None, low_inclusive: bool = True) -> None:
     ok = True
     if low is not None:
         ok = value >= low if low_inclusive else value > low
@@ -46,7 +46,8 @@ def check_range(cls_name: str, name: str, value: float, *, low: float | None = N
     if not ok:
         lo = "" if low is None else (f">= {low}" if low_inclusive else f"> {low}")
         hi = "" if high is None else f"<= {high}"
-        raise ConfigError(f"{cls_name}.{name}: got {value!r}, expected a value {' and '.join(s for s in (lo, hi) if s)}")
+        bounds = " and ".join(s for s in (lo, hi) if s)
+        raise ConfigError(f"{cls_name}.{name}: got {value!r}, expected a value {bounds}")
 
 
 def validate_types(obj: Any) -> None:

@@ -1,1 +1,48 @@
-"""attnlab.viz"""
+"""Seeing attention: capture weights from any model, draw heatmaps, write an interactive viewer, analyse heads.
+
+>>> with attnlab.capture(model, src_tokens=tokens) as maps:
+...     model(inputs)
+>>> plot_attention(maps, path="attention.png")
+>>> write_html(maps, "attention.html")
+
+``attnlab.viz.capture`` is the capture module; the context manager itself is ``attnlab.capture`` (or
+``attnlab.viz.capture.capture``). Submodules are imported on first use, so ``import attnlab.viz`` stays
+light (matplotlib is only loaded by :mod:`attnlab.viz.heatmap`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AttentionRecord": "attnlab.viz.capture",
+    "CaptureResult": "attnlab.viz.capture",
+    "find_attention_modules": "attnlab.viz.capture",
+    "plot_attention": "attnlab.viz.heatmap",
+    "save_figure": "attnlab.viz.heatmap",
+    "write_html": "attnlab.viz.html",
+    "html_document": "attnlab.viz.html",
+    "attention_entropy": "attnlab.viz.analysis",
+    "attention_rollout": "attnlab.viz.analysis",
+    "argmax_alignment": "attnlab.viz.analysis",
+    "parse_alignment": "attnlab.viz.analysis",
+    "alignment_error_rate": "attnlab.viz.analysis",
+    "mask_heads": "attnlab.viz.analysis",
+    "head_importance": "attnlab.viz.analysis",
+    "HeadImportance": "attnlab.viz.analysis",
+    "AttentionView": "attnlab.viz.views",
+    "as_views": "attnlab.viz.views",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'attnlab.viz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

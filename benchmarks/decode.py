@@ -1,0 +1,234 @@
+"""Decoding speed: greedy with the KV cache vs recomputing the prefix each step, beam 5, and peak memory.
+
+Run: .venv/bin/python benchmarks/decode.py [--checkpoint DIR] [--sentences 1000] [--batch-size 64]
+     [--threads 2] [--repeats 3] [--quick] [--json FILE]
+
+Sentences: the first ``--sentences`` lines of Multi30k ``test_2016_flickr`` (``--src-file``), sorted by
+length and decoded in batches of ``--batch-size``; every mode decodes the same batches, interleaved
+(A, B, C, A, B, C, ...), after one warm-up pass; the table shows medians.
+
+* ``--checkpoint DIR``: a model trained by ``attnlab train`` (its tokenizers, vocabularies and
+  ``decode.max_len``); outputs end where the model emits ``<eos>``.
+* without it: a random-init model of the recipe's size (``--model transformer``: d_model 256, 4 heads,
+  FFN 1024, 3+3 layers; ``--model seq2seq``: the GRU + Bahdanau default) over word-level vocabularies of
+  Multi30k train (``--src-lang``/``--tgt-lang``, min_freq 2). A random model never emits ``<eos>``, so
+  each batch decodes exactly ``1 + the longest reference translation in the batch`` steps -- the length
+  a trained model would produce -- and beam search runs every beam to that length (no early stop).
+
+Modes: ``greedy+cache`` (``greedy_decode``, incremental ``decode_step``), ``greedy recompute``
+(``use_cache=False``: the full teacher-forced ``forward`` over the prefix at every step; the reference),
+``beam5`` (exact stopping, GNMT alpha 1.0) and ``beam5 early`` (stop at 5 finished hypotheses).
+``greedy recompute`` runs the whole ``forward`` (encoder included) at every step, as
+``greedy_decode(use_cache=False)`` does.
+Peak memory: each mode once more in a fresh subprocess; CPU: peak RSS (``VmHWM``, reset just before
+decoding) above the RSS before decoding; CUDA: ``torch.cuda.max_memory_allocated`` above the allocation
+before decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import environment, median_times  # noqa: E402
+
+from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig  # noqa: E402
+from attnlab.data.corpus import multi30k_path, read_lines  # noqa: E402
+from attnlab.data.tokenize import Tokenizer, WordTokenizer  # noqa: E402
+from attnlab.data.vocab import Vocab  # noqa: E402
+from attnlab.decode import beam_search, greedy_decode  # noqa: E402
+from attnlab.decode.translate import default_max_len  # noqa: E402
+from attnlab.models import EncoderDecoder, build_model  # noqa: E402
+
+MODES = ("greedy+cache", "greedy recompute", "beam5", "beam5 early")
+
+
+@dataclass
+class DecodeBatch:
+    src: torch.Tensor  # (B, Ts)
+    src_lens: torch.Tensor  # (B,)
+    max_len: int
+
+
+@dataclass
+class Setup:
+    model: EncoderDecoder
+    batches: list[DecodeBatch]
+    description: str
+
+    @property
+    def num_sentences(self) -> int:
+        return sum(b.src.shape[0] for b in self.batches)
+
+
+def make_batches(sentences: list[str], tokenizer: Tokenizer, vocab: Vocab, batch_size: int,
+                 max_lens: Callable[[list[int], list[int]], int], device: torch.device) -> list[DecodeBatch]:
+    """Longest first, as :func:`attnlab.decode.translate_sentences` batches; ``max_lens(indices, src_lens)``."""
+    ids = [vocab.encode(tokenizer.tokenize(s)) or [3] for s in sentences]  # an empty line becomes <unk>
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        lens = [len(ids[i]) for i in chunk]
+        src = torch.zeros(len(chunk), max(lens), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            src[row, : lens[row]] = torch.tensor(ids[i])
+        batches.append(DecodeBatch(src.to(device), torch.tensor(lens, device=device), max_lens(chunk, lens)))
+    return batches
+
+
+def build_setup(args: argparse.Namespace, device: torch.device) -> Setup:
+    src_file = args.src_file or multi30k_path("test_2016_flickr", args.src_lang)
+    sentences = read_lines(src_file)[: args.sentences]
+    if args.checkpoint:
+        from attnlab.pipeline.load import load_translator  # the script may use every layer
+
+        tr = load_translator(args.checkpoint)
+        cfg_max = tr.config.decode.max_len
+        batches = make_batches(sentences, tr.text.src_tokenizer, tr.text.src_vocab, args.batch_size,
+                               lambda _, lens: cfg_max or default_max_len(max(lens)), device)
+        kind = type(tr.model).__name__
+        return Setup(tr.model.to(device), batches, f"checkpoint {tr.path} ({kind}, step {tr.step})")
+    tok = WordTokenizer()
+    src_vocab = Vocab.build((tok.tokenize(s) for s in read_lines(multi30k_path("train", args.src_lang))), min_freq=2)
+    tgt_vocab = Vocab.build((tok.tokenize(s) for s in read_lines(multi30k_path("train", args.tgt_lang))), min_freq=2)
+    refs = read_lines(args.ref_file or multi30k_path("test_2016_flickr", args.tgt_lang))[: args.sentences]
+    ref_lens = [len(tok.tokenize(r)) for r in refs]
+    config = TransformerConfig(dropout=0.0) if args.model == "transformer" else Seq2SeqConfig(dropout=0.0)
+    torch.manual_seed(0)
+    model = build_model(config, len(src_vocab), len(tgt_vocab)).to(device)
+    with torch.no_grad():  # make <eos> impossible: every row runs the forced length
+        model.output.weight[2] = 0.0
+        if model.output.bias is not None:
+            model.output.bias[2] = -100.0
+    batches = make_batches(sentences, tok, src_vocab, args.batch_size,
+                           lambda idx, _: 1 + max(ref_lens[i] for i in idx), device)
+    size = sum(p.numel() for p in model.parameters())
+    return Setup(model, batches, f"random-init {args.model} ({size / 1e6:.1f}M parameters; vocab {len(src_vocab)}"
+                                 f" -> {len(tgt_vocab)}), forced output length = 1 + longest reference per batch")
+
+
+def run_mode(setup: Setup, mode: str) -> int:
+    """Decode every batch once with ``mode``; returns the number of target tokens scored (best hypotheses)."""
+    tokens = 0
+    for b in setup.batches:
+        if mode == "greedy+cache":
+            hyps = greedy_decode(setup.model, b.src, b.src_lens, max_len=b.max_len)
+        elif mode == "greedy recompute":
+            hyps = greedy_decode(setup.model, b.src, b.src_lens, max_len=b.max_len, use_cache=False)
+        else:
+            hyps = [nbest[0] for nbest in beam_search(setup.model, b.src, b.src_lens, beam_size=5, max_len=b.max_len,
+                                                      early_stopping=mode == "beam5 early")]
+        tokens += sum(h.num_steps for h in hyps)
+    return tokens
+
+
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def measure_memory(setup: Setup, mode: str, device: torch.device) -> float:
+    """MiB of memory the decoding of ``mode`` needed above what was in use before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run_mode(setup, mode)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+    # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM), so set-up peaks do not count.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _proc_status_kib("VmRSS")
+    run_mode(setup, mode)
+    return max(_proc_status_kib("VmHWM") - before, 0) / 1024
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="checkpoint (or run) directory written by `attnlab train`")
+    p.add_argument("--model", choices=["transformer", "seq2seq"], default="transformer",
+                   help="random-init model family when no --checkpoint is given")
+    p.add_argument("--src-file", help="source sentences (default: Multi30k test_2016_flickr of --src-lang)")
+    p.add_argument("--ref-file", help="references, whose lengths set the forced output length of a random-init "
+                                      "model (default: Multi30k test_2016_flickr of --tgt-lang)")
+    p.add_argument("--src-lang", default="en", help="Multi30k source language (test file, random-init vocabulary)")
+    p.add_argument("--tgt-lang", default="de", help="Multi30k target language (references, random-init vocabulary)")
+    p.add_argument("--sentences", type=int, default=1000, help="sentences decoded per pass")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per mode (median reported)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--quick", action="store_true", help="200 sentences, 1 repeat: a smoke run")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--memory-mode", help=argparse.SUPPRESS)  # internal: one mode in a fresh process
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sentences, args.repeats = min(args.sentences, 200), 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    setup = build_setup(args, device)
+    setup.model.eval()
+    if args.memory_mode:
+        print(json.dumps({"mib": measure_memory(setup, args.memory_mode, device)}))
+        return
+
+    t0 = time.perf_counter()
+    tokens = {mode: run_mode(setup, mode) for mode in MODES}  # also the warm-up pass
+    fns = {mode: (lambda m=mode: run_mode(setup, m)) for mode in MODES}
+    times = median_times(fns, warmup=0, repeats=args.repeats)
+    memory: dict[str, float | None] = {mode: None for mode in MODES}
+    if not args.no_memory:
+        passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--quick",)]
+        extra = ["--sentences", str(args.sentences), "--repeats", "1"]
+        for mode in MODES:
+            out = subprocess.run([sys.executable, __file__, *passthrough, *extra, "--memory-mode", mode],
+                                 capture_output=True, text=True, check=True)
+            memory[mode] = json.loads(out.stdout.strip().splitlines()[-1])["mib"]
+
+    n = setup.num_sentences
+    print(f"# decoding benchmark: {n} sentences, batch {args.batch_size}, {len(setup.batches)} batches")
+    print(f"# model: {setup.description}")
+    print(f"# {environment()}, device {device}, fp32, median of {args.repeats} "
+          f"(total {time.perf_counter() - t0:.0f} s)")
+    print(f"{'mode':<18} {'sent/s':>9} {'tok/s':>9} {'s/pass':>8} {'peak MiB':>9} {'vs recompute':>13}")
+    ref = times["greedy recompute"]
+    rows = []
+    for mode in MODES:
+        t = times[mode]
+        mem = memory[mode]
+        mem_s = f"{mem:9.1f}" if mem is not None else f"{'-':>9}"
+        print(f"{mode:<18} {n / t:9.1f} {tokens[mode] / t:9.0f} {t:8.2f} {mem_s} {ref / t:12.2f}x")
+        rows.append({"mode": mode, "sentences_per_s": n / t, "tokens_per_s": tokens[mode] / t, "seconds": t,
+                     "peak_mib": mem, "speedup_vs_recompute": ref / t})
+    speedup = ref / times["greedy+cache"]
+    verdict = "met" if speedup >= 3 else "MISSED"
+    print(f"greedy KV-cache speed-up over recompute: {speedup:.2f}x (target >= 3x: {verdict})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"environment": environment(), "device": str(device),
+                                               "model": setup.description, "sentences": n,
+                                               "batch_size": args.batch_size, "rows": rows,
+                                               "greedy_cache_speedup": speedup}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""``attnlab evaluate``: sacreBLEU BLEU and chrF (detokenized, cased) with their full signatures.
+
+Two modes:
+
+* ``attnlab evaluate --hyp FILE --ref FILE [--ref FILE ...] [--tgt-lang zh]`` scores an existing
+  hypothesis file (one detokenized sentence per line, aligned with the references).
+* ``attnlab evaluate --checkpoint DIR --src FILE --ref FILE [--beam N]`` first translates ``--src`` with the
+  checkpoint (:func:`attnlab.pipeline.load_translator`), writes them to ``--out`` if given, then scores them;
+  the target language defaults to the one the checkpoint was trained for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from attnlab.core.errors import ConfigError, DataError
+from attnlab.data.corpus import read_lines
+from attnlab.evaluate.bleu import EvalReport, score_corpus, score_files
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="BLEU and chrF of translations (sacreBLEU)",
+        description="Score translations with sacreBLEU (detokenized, cased BLEU and chrF2) and print the "
+                    "signatures. Give either --hyp (score a file) or --checkpoint with --src (translate, then score).")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--hyp", type=Path, help="hypothesis file: one detokenized translation per line")
+    mode.add_argument("--checkpoint", type=Path, help="checkpoint directory of a trained model (needs --src)")
+    parser.add_argument("--ref", type=Path, action="append", required=True,
+                        help="reference file aligned with the hypotheses; repeat for several references")
+    parser.add_argument("--src", type=Path, help="source file to translate (with --checkpoint)")
+    parser.add_argument("--beam", type=int, default=5, help="beam size with --checkpoint; 1 = greedy (default 5)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch with --checkpoint")
+    parser.add_argument("--device", default="cpu", help="device with --checkpoint (default cpu)")
+    parser.add_argument("--out", type=Path, help="with --checkpoint: also write the translations here")
+    parser.add_argument("--tgt-lang", default=None,
+                        help="target language code; zh (or cmn) selects sacreBLEU's zh tokenizer for BLEU")
+    parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    parser.set_defaults(func=run)
+
+
+def _translate(args: argparse.Namespace) -> list[str]:
+    if args.src is None:
+        raise ConfigError("--checkpoint needs --src FILE (the source sentences to translate)")
+    if args.beam < 1 or args.batch_size < 1:
+        raise ConfigError("--beam and --batch-size must be at least 1")
+    from attnlab.pipeline import load_translator
+
+    translator = load_translator(args.checkpoint)
+    translator.model.to(args.device)
+    if args.tgt_lang is None and translator.config.data.source != "task":
+        args.tgt_lang = translator.config.data.tgt_lang
+    translator.config = translator.config.replace("decode", batch_size=args.batch_size)
+    hypotheses = [t.text for t in translator.translate(read_lines(args.src), beam_size=args.beam)]
+    if args.out is not None:
+        _write_lines(args.out, hypotheses)
+    return hypotheses
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    """Write one sentence per line atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(line.replace("\n", " ") + "\n" for line in lines)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _print_report(report: EvalReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    print(report.bleu.format())
+    print(f"  signature: {report.bleu.signature}")
+    print(report.chrf.format())
+    print(f"  signature: {report.chrf.signature}")
+    print(f"  sentences: {report.num_sentences}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.hyp is not None:
+        if args.src is not None or args.out is not None:
+            raise ConfigError("--src and --out go with --checkpoint, not with --hyp")
+        report = score_files(args.hyp, args.ref, tgt_lang=args.tgt_lang)
+    else:
+        hypotheses = _translate(args)
+        references = [read_lines(p) for p in args.ref]
+        for ref_path, ref in zip(args.ref, references, strict=True):
+            if len(ref) != len(hypotheses):
+                raise DataError(f"{len(hypotheses)} translations of {args.src} but {ref_path} has {len(ref)} lines")
+        report = score_corpus(hypotheses, references, tgt_lang=args.tgt_lang)
+    _print_report(report, args.json)
+    return 0

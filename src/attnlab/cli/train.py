@@ -1,0 +1,48 @@
+"""``attnlab train``: train a Seq2Seq or Transformer on a synthetic task or a corpus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from attnlab.cli._run_options import add_run_options, run_config_from_args, saved_run_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a translation model (synthetic task or corpus)",
+                       description="Train a model and write OUT/last (latest checkpoint), OUT/best, OUT/config.json "
+                                   "and OUT/metrics.jsonl. Ctrl-C saves OUT/last; --resume continues it.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_run_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--test-beam", type=int, default=None, metavar="N",
+                   help="after training, also score the test pairs with beam size N")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnlab.pipeline import load_translator, score_pairs, train_run
+
+    saved = saved_run_config(args.out) if args.resume else None
+    cfg = run_config_from_args(args, saved=saved)
+    result = train_run(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
+    tr = result.train
+    print(f"trained {tr.step} steps in {result.seconds:.0f}s ({tr.stop_reason}); final train loss {tr.final_loss:.3f}")
+    if tr.best_value is not None:
+        print(f"best {cfg.train.best_metric} = {tr.best_value:.4f} at step {tr.best_step} -> {tr.out_dir / 'best'}")
+    test = result.data.test
+    if test:
+        translator = load_translator(tr.out_dir / "best" if (tr.out_dir / "best").exists() else tr.out_dir / "last")
+        beams = [1] + ([args.test_beam] if args.test_beam and args.test_beam > 1 else [])
+        report = {}
+        for beam in beams:
+            metrics, _ = score_pairs(translator.model, translator.text, test, cfg, beam_size=beam)
+            report[f"beam{beam}"] = metrics
+            line = f"test ({len(test)} pairs, beam {beam}): exact match {100 * metrics['exact_match']:.1f}%"
+            if "bleu" in metrics:
+                line += f", BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}"
+            print(line)
+        (tr.out_dir / "test_results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0

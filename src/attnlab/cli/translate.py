@@ -1,0 +1,70 @@
+"""``attnlab translate``: translate one sentence per line with a trained checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from attnlab.core.errors import ConfigError, DataError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("translate", help="translate sentences (one per line) with a checkpoint",
+                       description="Read one sentence per line (stdin or --input), write one translation per line "
+                                   "(stdout or --output).")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory, e.g. runs/x/best")
+    p.add_argument("--beam", type=int, default=None, metavar="N",
+                   help="beam size (default: the run's decode.beam_size)")
+    p.add_argument("--n-best", type=int, default=1, metavar="K", help="print the K best hypotheses, tab-separated")
+    p.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
+    p.add_argument("--output", metavar="FILE", help="output file (default: stdout); written only when all is done")
+    p.set_defaults(func=run)
+
+
+def read_sentences(path: str | None) -> list[str]:
+    """Lines of ``path`` (or stdin), split on ``\\n`` only, strict UTF-8 with the failing line named."""
+    name = path or "<stdin>"
+    try:
+        data = Path(path).read_bytes() if path else sys.stdin.buffer.read()
+    except OSError as exc:
+        raise DataError(f"cannot read {name}: {exc.strerror}") from None
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            out.append(raw.decode("utf-8").removesuffix("\r").lstrip("\ufeff") if number == 1
+                       else raw.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}, line {number}: not valid UTF-8 (byte {exc.start}: "
+                            f"{raw[exc.start:exc.start + 1]!r})") from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnlab.pipeline import load_translator
+
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam must be at least 1, got {args.beam}")
+    if args.n_best < 1 or (args.n_best > (args.beam or 1) and args.n_best > 1):
+        raise ConfigError(f"--n-best {args.n_best} needs --beam of at least {args.n_best}")
+    translator = load_translator(args.checkpoint)
+    sentences = read_sentences(args.input)
+    results = translator.translate(sentences, beam_size=args.beam, n_best=args.n_best)
+    if args.n_best > 1:
+        detok = translator.text.tgt_tokenizer.detokenize
+        vocab = translator.text.tgt_vocab
+        lines = ["\t".join(detok(vocab.decode(h.tokens)) for h in r.hypotheses) for r in results]
+    else:
+        lines = [r.text for r in results]
+    text = "".join(line + "\n" for line in lines)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,175 @@
+"""``attnlab viz``: translate (or encode) one sentence and draw its attention as figures and an HTML viewer.
+
+Sources of a model, each a function returning a :class:`Drawn`: ``--hf-model`` (a local Hugging Face folder)
+and ``--checkpoint`` (an attnlab training checkpoint; wired up once the training package exposes a loader).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attnlab.core.errors import CheckpointError, ConfigError
+
+FIGURES = ("png", "svg", "pdf")
+
+
+@dataclass
+class Drawn:
+    """What a source hands to the drawing code.
+
+    Attributes:
+        maps: the capture result of one forward pass (batch of one).
+        translation: the decoded target text for encoder-decoder models, else ``None``.
+    """
+
+    maps: Any
+    translation: str | None = None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "viz", help="draw the attention of a model on one sentence (PNG/SVG/PDF figures, HTML viewer)",
+        description="Run a model on one sentence (translating it when the model is an encoder-decoder), capture "
+                    "every attention layer and write heatmaps and/or an interactive HTML page.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="DIR", help="an attnlab checkpoint directory, e.g. runs/x/best")
+    source.add_argument("--hf-model", metavar="DIR",
+                        help="a local Hugging Face model folder (config.json, weights and tokenizer files)")
+    p.add_argument("--text", required=True, help="the sentence to translate or encode")
+    for fmt in FIGURES:
+        article = "an" if fmt == "svg" else "a"
+        p.add_argument(f"--{fmt}", metavar="FILE", help=f"write {article} {fmt.upper()} heatmap to FILE")
+    p.add_argument("--html", metavar="FILE", help="write the interactive viewer (one self-contained file)")
+    p.add_argument("--kind", choices=("encoder", "decoder", "cross"), default=None,
+                   help="which attention the figures show (default: cross-attention when the model has it)")
+    p.add_argument("--layer", type=int, default=None, metavar="L",
+                   help="draw only layer L (0-based; negative counts from the end; default: all layers)")
+    p.add_argument("--head", default=None, metavar="H",
+                   help="draw only head H (0-based), or 'mean' for the average over heads (default: all heads)")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N",
+                   help="longest translation to generate (encoder-decoder models; default 64)")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> int | str | None:
+    """Validate what can be checked before loading a model; returns the parsed ``--head``."""
+    if not args.text.strip():
+        raise ConfigError("--text is empty; give the sentence to visualize, e.g. --text \"a small cat\"")
+    outputs = [getattr(args, f) for f in (*FIGURES, "html")]
+    if not any(outputs):
+        raise ConfigError("nothing to write: pass at least one of --png, --svg, --pdf or --html")
+    for fmt in (*FIGURES, "html"):
+        value = getattr(args, fmt)
+        if value and Path(value).suffix.lower() != f".{fmt}":
+            raise ConfigError(f"--{fmt} expects a file name ending in .{fmt}, got {value!r}")
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.head is None or args.head == "mean":
+        return args.head
+    try:
+        return int(args.head)
+    except ValueError:
+        raise ConfigError(f"--head must be a head number or 'mean', got {args.head!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    head = _check_args(args)
+    drawn = _from_checkpoint(args) if args.checkpoint else _from_hf(args)
+    return _draw(drawn, args, head)
+
+
+def _draw(drawn: Drawn, args: argparse.Namespace, head: int | str | None) -> int:
+    from attnlab.viz.heatmap import plot_attention
+    from attnlab.viz.html import write_html
+    from attnlab.viz.views import as_views, pick_view, select
+
+    # Check --kind/--layer/--head against the model before writing anything.
+    select(pick_view(as_views(drawn.maps), args.kind), args.layer, head)
+    title = args.text if drawn.translation is None else f"{args.text} \N{RIGHTWARDS ARROW} {drawn.translation}"
+    if drawn.translation is not None:
+        print(f"translation: {drawn.translation}")
+    for fmt in FIGURES:
+        if getattr(args, fmt):
+            plot_attention(drawn.maps, path=getattr(args, fmt), kind=args.kind, layer=args.layer, head=head,
+                           title=_short(title))
+            print(f"wrote {getattr(args, fmt)}")
+    if args.html:
+        write_html(drawn.maps, args.html, title=title)
+        print(f"wrote {args.html}")
+    return 0
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+# -------------------------------------------------------------------------------------------- sources
+def _from_checkpoint(args: argparse.Namespace) -> Drawn:
+    path = Path(args.checkpoint)
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint directory at {path}; pass the folder written by `attnlab train`, "
+                              "e.g. runs/NAME/best")
+    raise ConfigError("attnlab viz --checkpoint is not available in this version yet; use attnlab's Python API "
+                      "(attnlab.capture + attnlab.viz) or --hf-model")
+
+
+def _from_hf(args: argparse.Namespace) -> Drawn:
+    path = Path(args.hf_model)
+    if not path.is_dir():
+        raise CheckpointError(f"no model folder at {path}")
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a Hugging Face model folder (it has no config.json)")
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise ConfigError("--hf-model needs the transformers package: pip install 'attnlab[hf]'") from None
+    from attnlab.viz.capture import capture
+
+    with _quiet(transformers):
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+            auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModel
+            model = auto.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"cannot load the Hugging Face model in {path}: {_first_line(exc)}") from None
+        encoded = tokenizer(args.text, return_tensors="pt")
+        src_tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
+        with torch.no_grad():
+            if not config.is_encoder_decoder:
+                with capture(model, src_tokens=src_tokens) as maps:
+                    model(**encoded)
+                return Drawn(maps)
+            generated = model.generate(**encoded, max_new_tokens=args.max_new_tokens, num_beams=1, do_sample=False)
+            # Teacher-force the translation once more: row t is the decoder state that emitted token t + 1, so
+            # the rows are labelled with the emitted tokens.
+            emitted = tokenizer.convert_ids_to_tokens(generated[0, 1:].tolist())
+            with capture(model, src_tokens=src_tokens, tgt_tokens=emitted) as maps:
+                model(**encoded, decoder_input_ids=generated[:, :-1])
+        return Drawn(maps, tokenizer.decode(generated[0], skip_special_tokens=True))
+
+
+@contextmanager
+def _quiet(transformers: Any) -> Iterator[None]:
+    """No progress bars or info chatter from transformers on the terminal while loading (restored after)."""
+    hf_logging = transformers.utils.logging
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

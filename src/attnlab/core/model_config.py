@@ -1,0 +1,209 @@
+"""Typed, validated model configurations; :func:`attnlab.models.build_model` turns one into a module.
+
+Every config is a frozen dataclass with a ``kind`` field naming the model class, a help text per field
+(shown by ``--help``), and validation in ``__post_init__`` that raises :class:`ConfigError` naming the
+field, the value and what is expected. Configs round-trip through JSON with :func:`to_dict` and
+:func:`model_config_from_dict`, so a checkpoint can rebuild its model. Vocabulary sizes are not part
+of the config: they come from the data and are passed to ``build_model``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from attnlab.core.config import check_range, from_dict, option, to_dict, validate_types
+from attnlab.core.errors import ConfigError
+
+RNNKind = Literal["rnn", "lstm", "gru"]
+ScoringKind = Literal["additive", "dot", "scaled_dot", "general"]
+PositionalKind = Literal["sinusoidal", "learned"]
+ActivationKind = Literal["relu", "gelu"]
+
+__all__ = [
+    "MODEL_CONFIGS",
+    "ModelConfig",
+    "RNNClassifierConfig",
+    "Seq2SeqConfig",
+    "TransformerClassifierConfig",
+    "TransformerConfig",
+    "ViTConfig",
+    "model_config_from_dict",
+    "to_dict",
+]
+
+
+def _check_positive(owner: str, **values: int) -> None:
+    for name, value in values.items():
+        check_range(owner, name, value, low=1)
+
+
+def _check_dropout(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        # 1.0 zeroes every activation, which is never what anyone means.
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{owner}.{name}: got {value!r}, expected a probability in [0, 1)")
+
+
+def _check_heads(owner: str, d_model: int, num_heads: int) -> None:
+    if d_model % num_heads != 0:
+        raise ConfigError(f"{owner}.d_model: got {d_model}, expected a multiple of num_heads={num_heads} "
+                          f"(each head gets d_model / num_heads dimensions)")
+
+
+@dataclass(frozen=True)
+class Seq2SeqConfig:
+    """RNN encoder-decoder with attention (Bahdanau et al., 2015, "Neural Machine Translation by Jointly
+    Learning to Align and Translate"; the d2l.ai Bahdanau-attention design)."""
+
+    kind: Literal["seq2seq"] = option("seq2seq", help="model family; selects attnlab.models.Seq2Seq")
+    rnn: RNNKind = option("gru", help="recurrent cell of encoder and decoder: rnn (Elman), lstm or gru")
+    embed_dim: int = option(64, help="token embedding size of encoder and decoder")
+    hidden_size: int = option(128, help="hidden size of every recurrent layer (per direction)")
+    num_layers: int = option(2, help="stacked recurrent layers in the encoder and in the decoder")
+    bidirectional: bool = option(False, help="bidirectional encoder; its final states are bridged to the decoder")
+    dropout: float = option(0.1, help="dropout on embeddings, between recurrent layers and before the output layer")
+    attention: ScoringKind = option("additive", help="attention scoring: additive (Bahdanau), dot, scaled_dot "
+                                                     "or general (Luong)")
+    attention_hidden: int | None = option(None, help="hidden size of additive attention (default: hidden_size)")
+
+    def __post_init__(self) -> None:
+        validate_types(self)
+        owner = type(self).__name__
+        _check_positive(owner, embed_dim=self.embed_dim, hidden_size=self.hidden_size, num_layers=self.num_layers)
+        if self.attention_hidden is not None:
+            _check_positive(owner, attention_hidden=self.attention_hidden)
+        _check_dropout(owner, dropout=self.dropout)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Transformer encoder-decoder (Vaswani et al., 2017, "Attention Is All You Need"); pre-LN variant
+    from Xiong et al., 2020, "On Layer Normalization in the Transformer Architecture"."""
+
+    kind: Literal["transformer"] = option("transformer", help="model family; selects attnlab.models.Transformer")
+    d_model: int = option(256, help="model (embedding) dimension D")
+    num_heads: int = option(4, help="attention heads H per layer; must divide d_model")
+    ffn_dim: int = option(1024, help="hidden size of the position-wise feed-forward network")
+    encoder_layers: int = option(3, help="number of encoder layers")
+    decoder_layers: int = option(3, help="number of decoder layers")
+    dropout: float = option(0.1, help="dropout on embeddings, residual branches and the feed-forward hidden layer")
+    attention_dropout: float = option(0.0, help="dropout on attention probabilities")
+    activation: ActivationKind = option("relu", help="feed-forward activation: relu (the paper) or gelu")
+    norm_first: bool = option(True, help="pre-LN (LayerNorm before each sublayer) if true, else post-LN (paper)")
+    positional: PositionalKind = option("sinusoidal", help="positional encoding: sinusoidal (fixed) or learned")
+    share_embeddings: bool = option(False, help="one embedding table for source and target (needs equal vocabs)")
+    tie_output: bool = option(True, help="tie the output projection to the target embedding (Press & Wolf, 2017)")
+    max_len: int = option(512, help="longest source or target sequence (size of the positional table)")
+
+    def __post_init__(self) -> None:
+        validate_types(self)
+        owner = type(self).__name__
+        _check_positive(owner, d_model=self.d_model, num_heads=self.num_heads, ffn_dim=self.ffn_dim,
+                        encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers, max_len=self.max_len)
+        _check_heads(owner, self.d_model, self.num_heads)
+        _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
+
+
+@dataclass(frozen=True)
+class RNNClassifierConfig:
+    """Recurrent text classifier with attention pooling over its outputs (Yang et al., 2016,
+    "Hierarchical Attention Networks for Document Classification")."""
+
+    kind: Literal["rnn_classifier"] = option("rnn_classifier", help="selects attnlab.models.RNNAttentionClassifier")
+    num_classes: int = option(2, help="number of output classes")
+    rnn: RNNKind = option("lstm", help="recurrent cell: rnn, lstm or gru")
+    embed_dim: int = option(64, help="token embedding size")
+    hidden_size: int = option(64, help="hidden size per direction")
+    num_layers: int = option(1, help="stacked recurrent layers")
+    bidirectional: bool = option(True, help="read the text in both directions")
+    dropout: float = option(0.1, help="dropout on embeddings and before the classifier")
+
+    def __post_init__(self) -> None:
+        validate_types(self)
+        owner = type(self).__name__
+        _check_positive(owner, num_classes=self.num_classes, embed_dim=self.embed_dim,
+                        hidden_size=self.hidden_size, num_layers=self.num_layers)
+        _check_dropout(owner, dropout=self.dropout)
+
+
+@dataclass(frozen=True)
+class TransformerClassifierConfig:
+    """Transformer-encoder text classifier with attention pooling (Vaswani et al., 2017; pooling as in
+    Lin et al., 2017, "A Structured Self-attentive Sentence Embedding")."""
+
+    kind: Literal["transformer_classifier"] = option("transformer_classifier",
+                                                     help="selects attnlab.models.TransformerClassifier")
+    num_classes: int = option(2, help="number of output classes")
+    d_model: int = option(64, help="model dimension D")
+    num_heads: int = option(4, help="attention heads; must divide d_model")
+    ffn_dim: int = option(128, help="feed-forward hidden size")
+    num_layers: int = option(2, help="encoder layers")
+    dropout: float = option(0.1, help="dropout on embeddings, residual branches and feed-forward")
+    attention_dropout: float = option(0.0, help="dropout on attention probabilities")
+    activation: ActivationKind = option("gelu", help="feed-forward activation: relu or gelu")
+    norm_first: bool = option(True, help="pre-LN if true, else post-LN")
+    positional: PositionalKind = option("learned", help="positional encoding: sinusoidal or learned")
+    max_len: int = option(512, help="longest input sequence")
+
+    def __post_init__(self) -> None:
+        validate_types(self)
+        owner = type(self).__name__
+        _check_positive(owner, num_classes=self.num_classes, d_model=self.d_model, num_heads=self.num_heads,
+                        ffn_dim=self.ffn_dim, num_layers=self.num_layers, max_len=self.max_len)
+        _check_heads(owner, self.d_model, self.num_heads)
+        _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words")."""
+
+    kind: Literal["vit"] = option("vit", help="selects attnlab.models.VisionTransformer")
+    image_size: int = option(32, help="height and width of the (square) input images")
+    patch_size: int = option(4, help="side of the square patches; must divide image_size")
+    in_channels: int = option(3, help="image channels")
+    num_classes: int = option(10, help="number of output classes")
+    d_model: int = option(128, help="model dimension D")
+    num_heads: int = option(4, help="attention heads; must divide d_model")
+    ffn_dim: int = option(256, help="MLP hidden size")
+    num_layers: int = option(4, help="encoder layers")
+    dropout: float = option(0.1, help="dropout on embeddings, residual branches and the MLP")
+    attention_dropout: float = option(0.0, help="dropout on attention probabilities")
+
+    def __post_init__(self) -> None:
+        validate_types(self)
+        owner = type(self).__name__
+        _check_positive(owner, image_size=self.image_size, patch_size=self.patch_size, in_channels=self.in_channels,
+                        num_classes=self.num_classes, d_model=self.d_model, num_heads=self.num_heads,
+                        ffn_dim=self.ffn_dim, num_layers=self.num_layers)
+        if self.image_size % self.patch_size != 0:
+            raise ConfigError(f"{owner}.patch_size: got {self.patch_size}, expected a divisor of "
+                              f"image_size={self.image_size}")
+        _check_heads(owner, self.d_model, self.num_heads)
+        _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
+
+
+ModelConfig = Seq2SeqConfig | TransformerConfig | RNNClassifierConfig | TransformerClassifierConfig | ViTConfig
+
+MODEL_CONFIGS: dict[str, type[Any]] = {
+    "seq2seq": Seq2SeqConfig,
+    "transformer": TransformerConfig,
+    "rnn_classifier": RNNClassifierConfig,
+    "transformer_classifier": TransformerClassifierConfig,
+    "vit": ViTConfig,
+}
+
+
+def model_config_from_dict(data: dict[str, Any], *, where: str = "model") -> ModelConfig:
+    """Rebuild a model config from :func:`to_dict` output; ``data["kind"]`` picks the class.
+
+    Raises:
+        ConfigError: ``kind`` missing or unknown, unknown keys, or invalid values (the message names ``where``).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of model options, got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind not in MODEL_CONFIGS:
+        raise ConfigError(f"{where}.kind: got {kind!r}, expected one of {', '.join(map(repr, MODEL_CONFIGS))}")
+    return from_dict(MODEL_CONFIGS[kind], data, where=where)

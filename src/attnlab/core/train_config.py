@@ -1,0 +1,83 @@
+"""The typed, validated training configuration used by :class:`attnlab.train.Trainer`.
+
+A frozen dataclass whose field help texts become the CLI ``--help``; it round-trips through JSON with
+:func:`attnlab.core.config.to_dict` / :func:`train_config_from_dict` and is saved with every run and
+checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from attnlab.core.config import check_range, from_dict, option, validate_types
+from attnlab.core.errors import ConfigError
+
+ScheduleKind = Literal["inverse_sqrt", "cosine", "constant"]
+MetricMode = Literal["min", "max"]
+
+__all__ = ["MetricMode", "ScheduleKind", "TrainConfig", "train_config_from_dict"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization, schedule, evaluation, checkpointing and logging settings of one training run."""
+
+    lr: float = option(1e-3, help="peak learning rate of AdamW (reached at the end of warmup)")
+    betas: tuple[float, float] = option((0.9, 0.98), help="AdamW (beta1, beta2) moment decay rates")
+    eps: float = option(1e-9, help="AdamW epsilon added to the denominator")
+    weight_decay: float = option(0.01, help="decoupled weight decay of matrices (biases and norms are not decayed)")
+    warmup_steps: int = option(100, help="steps of linear learning-rate warmup from 0 to lr")
+    schedule: ScheduleKind = option("inverse_sqrt", help="learning-rate decay after warmup: inverse_sqrt "
+                                                         "(Vaswani et al. 2017), cosine (to min_lr_ratio at "
+                                                         "max_steps) or constant")
+    min_lr_ratio: float = option(0.0, help="cosine schedule: final learning rate as a fraction of lr")
+    max_steps: int = option(2000, help="stop after this many optimizer steps")
+    max_epochs: int | None = option(None, help="also stop after this many passes over the training batches")
+    label_smoothing: float = option(0.1, help="label smoothing of the cross-entropy (0 = off)")
+    clip_grad_norm: float | None = option(1.0, help="clip the global gradient norm to this value (none = off)")
+    eval_every: int = option(200, help="evaluate (and maybe save the best checkpoint) every N steps")
+    save_every: int = option(200, help="save the latest checkpoint to OUT/last every N steps")
+    early_stopping_patience: int | None = option(None, help="stop after this many evaluations without "
+                                                            "improvement of best_metric (none = off)")
+    best_metric: str = option("val_loss", help="evaluation metric that selects OUT/best ('train_loss' is always "
+                                               "available; others come from the evaluation function)")
+    best_mode: MetricMode = option("min", help="whether a smaller (min) or larger (max) best_metric is better")
+    seed: int = option(0, help="seed of the torch, random and numpy generators at the start of training")
+    tokens_per_batch: int = option(4096, help="token budget of one length-bucketed batch")
+    log_every: int = option(10, help="write a metrics line (loss, lr, tokens/s) every N steps")
+    bf16: bool = option(False, help="run forward passes under CPU bfloat16 autocast")
+    num_threads: int | None = option(None, help="torch intra-op CPU threads during training (none = torch default)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):  # from JSON/YAML
+            object.__setattr__(self, "betas", tuple(self.betas))
+        validate_types(self)
+        owner = type(self).__name__
+        if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
+                                           for b in self.betas):
+            raise ConfigError(f"{owner}.betas: got {self.betas!r}, expected two numbers (beta1, beta2)")
+        for i, beta in enumerate(self.betas):
+            if not 0.0 <= beta < 1.0:
+                raise ConfigError(f"{owner}.betas[{i}]: got {beta!r}, expected a value in [0, 1)")
+        check_range(owner, "lr", self.lr, low=0.0, low_inclusive=False)
+        check_range(owner, "eps", self.eps, low=0.0, low_inclusive=False)
+        check_range(owner, "weight_decay", self.weight_decay, low=0.0)
+        check_range(owner, "warmup_steps", self.warmup_steps, low=0)
+        check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
+        for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "log_every"):
+            check_range(owner, name, getattr(self, name), low=1)
+        for name in ("max_epochs", "early_stopping_patience", "num_threads"):
+            if getattr(self, name) is not None:
+                check_range(owner, name, getattr(self, name), low=1)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"{owner}.label_smoothing: got {self.label_smoothing!r}, expected a value in [0, 1)")
+        if self.clip_grad_norm is not None:
+            check_range(owner, "clip_grad_norm", self.clip_grad_norm, low=0.0, low_inclusive=False)
+        if not self.best_metric:
+            raise ConfigError(f"{owner}.best_metric: expected a metric name such as 'val_loss', got an empty string")
+
+
+def train_config_from_dict(data: dict[str, Any], *, where: str = "train") -> TrainConfig:
+    """Build a :class:`TrainConfig` from a JSON/YAML mapping; bad or unknown keys raise :class:`ConfigError`."""
+    return from_dict(TrainConfig, data, where=where)

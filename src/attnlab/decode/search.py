@@ -1,0 +1,88 @@
+"""Types and small helpers shared by greedy decoding and beam search.
+
+Conventions used by every decoder in :mod:`attnlab.decode`:
+
+* A *step* consumes one token per row and scores the next one; the first step consumes ``<bos>``.
+* ``max_len`` bounds the number of steps, so a hypothesis has at most ``max_len`` scored tokens
+  (its ``<eos>`` included when it has one). A row that reaches ``max_len`` without ``<eos>`` ends there.
+* Scores are sums of natural-log probabilities of the scored tokens (``<eos>`` included).
+* ``<pad>`` and ``<bos>`` are never generated: their log-probabilities are set to ``-inf`` after the
+  softmax, so the scores of the other tokens stay the model's true log-probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+PAD_ID = 0
+BOS_ID = 1
+EOS_ID = 2
+
+
+@dataclass
+class Hypothesis:
+    """One decoded target sentence.
+
+    Attributes:
+        tokens: generated ids without ``<bos>`` and ``<eos>``.
+        score: sum of the log-probabilities of every scored token (``<eos>`` included when generated).
+        normalized_score: ``score / length_penalty(num_steps, alpha)`` (see :func:`length_penalty`);
+            what beam search ranks by. Greedy decoding fills it with the same formula.
+        cross_attention: ``(num_steps, Ts)`` attention over the *real* source tokens (padding cut off),
+            one row per scored token -- so ``len(tokens) + 1`` rows when the hypothesis ended with
+            ``<eos>``, else ``len(tokens)``; ``None`` unless ``return_attention=True``.
+        ended: ``True`` when the hypothesis ended with ``<eos>``, ``False`` when ``max_len`` cut it.
+    """
+
+    tokens: list[int]
+    score: float
+    normalized_score: float
+    cross_attention: torch.Tensor | None = None
+    ended: bool = True
+
+    @property
+    def num_steps(self) -> int:
+        """Number of scored tokens (``len(tokens)`` plus one for ``<eos>``)."""
+        return len(self.tokens) + int(self.ended)
+
+
+NBestList = list[Hypothesis]
+"""The hypotheses of one source sentence, best first (by ``normalized_score``)."""
+
+
+def length_penalty(length: int | float | torch.Tensor, alpha: float) -> float | torch.Tensor:
+    """GNMT length penalty ``lp(Y) = ((5 + |Y|) / 6) ** alpha`` (Wu et al., 2016, eq. 14).
+
+    ``|Y|`` is the number of scored tokens (``<eos>`` included). ``alpha = 0`` ranks by the raw
+    log-probability; larger ``alpha`` favours longer outputs (``lp(1) = 1`` for every ``alpha``).
+    """
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def normalize(score: float, length: int, alpha: float) -> float:
+    """``score / length_penalty(length, alpha)``."""
+    return score / float(length_penalty(length, alpha))
+
+
+def step_log_probs(logits: torch.Tensor, *, bos_id: int, pad_id: int = PAD_ID) -> torch.Tensor:
+    """Log-softmax in float32 with ``<pad>``/``<bos>`` made impossible.
+
+    ``logits``: ``(B, V)`` -> ``(B, V)`` log-probabilities (the other tokens keep their true values).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp[:, pad_id] = -math.inf
+    logp[:, bos_id] = -math.inf
+    return logp
+
+
+def check_inputs(src: torch.Tensor, src_lens: torch.Tensor, max_len: int) -> None:
+    """Validate the shapes shared by every decoder (``src``: ``(B, Ts)``, ``src_lens``: ``(B,)``)."""
+    if src.dim() != 2:
+        raise ValueError(f"src must be (B, Ts), got shape {tuple(src.shape)}")
+    if src_lens.shape != (src.shape[0],):
+        raise ValueError(f"src_lens must be (B,) = ({src.shape[0]},), got {tuple(src_lens.shape)}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")

@@ -1,0 +1,144 @@
+"""Small attention classifiers: attention pooling, an RNN text classifier and a Transformer-encoder classifier.
+
+Attention pooling replaces "take the last hidden state" or "average over time" with a learned weighted
+average: a trained query scores every position with Bahdanau et al.'s (2015, eq. 6) additive function, and
+the softmax of the scores weights the sum -- the attention layer of Yang et al. (2016), "Hierarchical
+Attention Networks for Document Classification", eqs. 5-7. Several trained queries give several pooled
+vectors (Lin et al., 2017, "A Structured Self-attentive Sentence Embedding"; Lee et al., 2019, "Set
+Transformer", pooling by attention).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from attnlab.attention import AdditiveAttention, LearnedPositionalEncoding, SinusoidalPositionalEncoding
+from attnlab.core.model_config import RNNClassifierConfig, TransformerClassifierConfig
+from attnlab.core.types import AttentionOutput
+from attnlab.models.rnn import RNNEncoder
+from attnlab.models.transformer import TransformerEncoderLayer
+
+__all__ = ["AttentionPooling", "ClassifierOutput", "RNNAttentionClassifier", "TransformerClassifier",
+           "lengths_from_padding"]
+
+
+@dataclass
+class ClassifierOutput:
+    """What every attnlab classifier returns (fields are ``None`` when the model has no such attention or
+    ``need_weights`` was false; the type never changes).
+
+    Attributes:
+        logits: ``(B, C)`` class scores.
+        encoder_self: ``(L, B, H, T, T)`` self-attention per layer and head (Transformer encoders, ViT).
+        pooling: ``(B, Q, T)`` attention-pooling weights of the ``Q`` pooling queries over the positions.
+    """
+
+    logits: torch.Tensor
+    encoder_self: torch.Tensor | None = None
+    pooling: torch.Tensor | None = None
+
+
+def lengths_from_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """``(B,)`` number of non-padding tokens of right-padded ``tokens`` ``(B, T)``."""
+    return (tokens != pad_id).sum(dim=1)
+
+
+class AttentionPooling(nn.Module):
+    """``Q`` trained queries attend over a sequence; each returns a weighted average of its positions.
+
+    Args:
+        input_size: feature size ``D`` of the pooled sequence.
+        num_queries: ``Q`` pooled vectors per sequence (1 for plain pooling).
+        num_hiddens: hidden size of the additive scorer (default ``input_size``).
+        dropout: on the attention weights.
+    """
+
+    def __init__(self, input_size: int, num_queries: int = 1, num_hiddens: int | None = None,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, input_size))
+        self.attention = AdditiveAttention(input_size, input_size, num_hiddens or input_size, dropout)
+
+    def forward(self, x: torch.Tensor, valid_lens: torch.Tensor | None = None) -> AttentionOutput:
+        """Pool ``x`` ``(B, T, D)``; ``valid_lens`` ``(B,)`` excludes right padding.
+
+        Returns:
+            ``AttentionOutput(output (B, Q, D), weights (B, Q, T))``.
+        """
+        queries = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, Q, D)
+        return self.attention(queries, x, x, valid_lens=valid_lens)
+
+
+class RNNAttentionClassifier(nn.Module):
+    """Embedding -> (bi)RNN/LSTM/GRU -> attention pooling -> linear classifier (Yang et al., 2016, one level)."""
+
+    def __init__(self, config: RNNClassifierConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(vocab_size, config.embed_dim, padding_idx=0)
+        self.encoder = RNNEncoder(config.embed_dim, config.hidden_size, config.num_layers, config.rnn,
+                                  bidirectional=config.bidirectional, dropout=config.dropout)
+        self.pooling = AttentionPooling(self.encoder.output_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(self.encoder.output_size, config.num_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                need_weights: bool = False) -> ClassifierOutput:
+        """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``lengths`` ``(B,)`` derived if omitted)."""
+        lengths = lengths_from_padding(tokens) if lengths is None else lengths
+        # 1. Embed and read the sequence (packed: padding never enters the recurrence).
+        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+        outputs, _ = self.encoder(x, lengths)  # (B, T, dirs * Hd)
+        # 2. Pool with attention over the real positions.
+        pooled, weights = self.pooling(outputs, valid_lens=lengths)  # (B, 1, dirs * Hd), (B, 1, T)
+        # 3. Classify.
+        logits = self.classifier(self.dropout(pooled.squeeze(1)))  # (B, C)
+        return ClassifierOutput(logits, None, weights if need_weights else None)
+
+
+class TransformerClassifier(nn.Module):
+    """Transformer encoder (Vaswani et al., 2017) + attention pooling + linear classifier."""
+
+    def __init__(self, config: TransformerClassifierConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embedding = nn.Embedding(vocab_size, d, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=d ** -0.5)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        if config.positional == "sinusoidal":
+            self.positional: nn.Module = SinusoidalPositionalEncoding(d, config.max_len, config.dropout)
+        else:
+            self.positional = LearnedPositionalEncoding(d, config.max_len, config.dropout)
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(d, config.num_heads, config.ffn_dim, dropout=config.dropout,
+                                    attention_dropout=config.attention_dropout, activation=config.activation,
+                                    norm_first=config.norm_first)
+            for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
+        self.pooling = AttentionPooling(d)
+        self.classifier = nn.Linear(d, config.num_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                need_weights: bool = False) -> ClassifierOutput:
+        """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``lengths`` ``(B,)`` derived if omitted)."""
+        lengths = lengths_from_padding(tokens) if lengths is None else lengths
+        # 1. Scaled embeddings plus positions.
+        x = self.positional(self.embedding(tokens) * math.sqrt(self.config.d_model))  # (B, T, D)
+        # 2. Encoder layers; padding keys are masked by valid lengths.
+        maps = []
+        for layer in self.layers:
+            x, weights = layer(x, lengths, need_weights=need_weights)  # (B, T, D), (B, H, T, T) | None
+            maps.append(weights)
+        x = self.norm(x)
+        # 3. Attention pooling over real tokens, then classify.
+        pooled, pool_weights = self.pooling(x, valid_lens=lengths)  # (B, 1, D), (B, 1, T)
+        logits = self.classifier(pooled.squeeze(1))  # (B, C)
+        if not need_weights:
+            return ClassifierOutput(logits)
+        return ClassifierOutput(logits, torch.stack(maps), pool_weights)  # encoder_self: (L, B, H, T, T)

@@ -1,0 +1,290 @@
+"""The Transformer encoder-decoder (Vaswani et al., 2017, "Attention Is All You Need") on attnlab's attention.
+
+Both layer orders are supported: post-LN, the paper's ``x = LN(x + Sublayer(x))`` (section 3.1), and pre-LN,
+``x = x + Sublayer(LN(x))`` with a final LayerNorm after each stack (Xiong et al., 2020, "On Layer
+Normalization in the Transformer Architecture"), which trains without a long warm-up. Embeddings are
+multiplied by ``sqrt(d_model)`` (section 3.4); the output projection can share the target embedding matrix
+(Press & Wolf, 2017, "Using the Output Embedding to Improve Language Models").
+
+Incremental decoding keeps one :class:`KVCache` per decoder layer for self-attention (grows by one position
+per step) and one static cache per layer for cross-attention (the encoder memory is projected once).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attnlab.attention import KVCache, LearnedPositionalEncoding, MultiHeadAttention, SinusoidalPositionalEncoding
+from attnlab.core.errors import ConfigError
+from attnlab.core.model_config import TransformerConfig
+from attnlab.core.types import AttentionOutput
+from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput
+
+__all__ = ["DecoderLayerOutput", "PositionwiseFeedForward", "Transformer", "TransformerDecoderLayer",
+           "TransformerEncoderLayer", "TransformerState"]
+
+_ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+class PositionwiseFeedForward(nn.Module):
+    """``FFN(x) = W_2 act(W_1 x + b_1) + b_2`` applied at every position (Vaswani et al., 2017, eq. 2)."""
+
+    def __init__(self, d_model: int, ffn_dim: int, dropout: float = 0.0, activation: str = "relu") -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"PositionwiseFeedForward: activation {activation!r} unknown, "
+                             f"expected one of {', '.join(_ACTIVATIONS)}")
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.activation = _ACTIVATIONS[activation]
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, D)`` -> ``(B, T, D)``."""
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+class TransformerEncoderLayer(nn.Module):
+    """Self-attention then feed-forward, each wrapped in a residual connection and LayerNorm.
+
+    Args:
+        norm_first: pre-LN if true, post-LN (the paper) if false.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, *, dropout: float = 0.1,
+                 attention_dropout: float = 0.0, activation: str = "relu", norm_first: bool = True) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout)
+        self.ffn = PositionwiseFeedForward(d_model, ffn_dim, dropout, activation)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, valid_lens: torch.Tensor | None = None, *,
+                need_weights: bool = False) -> AttentionOutput:
+        """``x``: ``(B, T, D)``; ``valid_lens``: ``(B,)`` real tokens per row (padding keys are masked).
+
+        Returns:
+            ``AttentionOutput(output (B, T, D), weights (B, H, T, T) or None)``.
+        """
+        if self.norm_first:
+            # 1. x + SelfAttention(LN(x)); 2. x + FFN(LN(x)).
+            h = self.norm1(x)
+            attended, weights = self.self_attn(h, valid_lens=valid_lens, need_weights=need_weights)
+            x = x + self.dropout(attended)
+            x = x + self.dropout(self.ffn(self.norm2(x)))
+        else:
+            # 1. LN(x + SelfAttention(x)); 2. LN(x + FFN(x)).
+            attended, weights = self.self_attn(x, valid_lens=valid_lens, need_weights=need_weights)
+            x = self.norm1(x + self.dropout(attended))
+            x = self.norm2(x + self.dropout(self.ffn(x)))
+        return AttentionOutput(x, weights)
+
+
+class DecoderLayerOutput(NamedTuple):
+    """Attributes:
+    output: ``(B, Tt, D)``.
+    self_weights: ``(B, H, Tt, Tk)`` masked self-attention weights (``Tk`` includes cached steps) or ``None``.
+    cross_weights: ``(B, H, Tt, Ts)`` attention over the encoder memory or ``None``.
+    """
+
+    output: torch.Tensor
+    self_weights: torch.Tensor | None
+    cross_weights: torch.Tensor | None
+
+
+class TransformerDecoderLayer(nn.Module):
+    """Causal self-attention, cross-attention over the encoder memory, feed-forward (Vaswani et al., 3.1)."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, *, dropout: float = 0.1,
+                 attention_dropout: float = 0.0, activation: str = "relu", norm_first: bool = True) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout)
+        self.ffn = PositionwiseFeedForward(d_model, ffn_dim, dropout, activation)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_lens: torch.Tensor | None = None, *,
+                self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
+                need_weights: bool = False) -> DecoderLayerOutput:
+        """``x``: ``(B, Tt, D)`` target states; ``memory``: ``(B, Ts, D)``; ``memory_lens``: ``(B,)``.
+
+        With caches, ``x`` holds the new positions only; ``self_cache`` holds the earlier ones.
+        """
+        def self_block(h: torch.Tensor) -> AttentionOutput:
+            return self.self_attn(h, is_causal=True, cache=self_cache, need_weights=need_weights)
+
+        def cross_block(h: torch.Tensor) -> AttentionOutput:
+            return self.cross_attn(h, memory, valid_lens=memory_lens, cache=cross_cache, need_weights=need_weights)
+
+        if self.norm_first:
+            # 1. x + CausalSelfAttention(LN(x)); 2. x + CrossAttention(LN(x), memory); 3. x + FFN(LN(x)).
+            attended, self_w = self_block(self.norm1(x))
+            x = x + self.dropout(attended)
+            attended, cross_w = cross_block(self.norm2(x))
+            x = x + self.dropout(attended)
+            x = x + self.dropout(self.ffn(self.norm3(x)))
+        else:
+            # The same three sublayers, each followed by its residual sum and LayerNorm.
+            attended, self_w = self_block(x)
+            x = self.norm1(x + self.dropout(attended))
+            attended, cross_w = cross_block(x)
+            x = self.norm2(x + self.dropout(attended))
+            x = self.norm3(x + self.dropout(self.ffn(x)))
+        return DecoderLayerOutput(x, self_w, cross_w)
+
+
+@dataclass
+class TransformerState(DecoderState):
+    """Decoder state for incremental decoding.
+
+    Attributes:
+        memory: ``(B, Ts, D)`` encoder output.
+        src_lens: ``(B,)`` real source tokens per row.
+        self_caches: one growing :class:`KVCache` per decoder layer.
+        cross_caches: one static :class:`KVCache` per decoder layer (memory keys/values, projected once).
+        offset: number of target positions consumed so far (the next token's position).
+    """
+
+    memory: torch.Tensor
+    src_lens: torch.Tensor
+    self_caches: list[KVCache]
+    cross_caches: list[KVCache]
+    offset: int = 0
+
+    def reorder(self, index: torch.Tensor) -> TransformerState:
+        """Select batch rows; the caches are reordered in place and shared with the returned state."""
+        for cache in (*self.self_caches, *self.cross_caches):
+            cache.reorder(index)
+        return TransformerState(self.memory.index_select(0, index), self.src_lens.index_select(0, index),
+                                self.self_caches, self.cross_caches, self.offset)
+
+
+class Transformer(EncoderDecoder):
+    """Encoder-decoder Transformer configured by :class:`TransformerConfig`.
+
+    Raises:
+        ConfigError: ``share_embeddings`` with different source and target vocabulary sizes.
+    """
+
+    def __init__(self, config: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int) -> None:
+        super().__init__()
+        if config.share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ConfigError(f"TransformerConfig.share_embeddings: got true, but the source vocabulary has "
+                              f"{src_vocab_size} entries and the target {tgt_vocab_size}; use a joint vocabulary "
+                              f"or set share_embeddings=false")
+        self.config = config
+        d = config.d_model
+        self.embed_scale = math.sqrt(d)
+        # 1. Embeddings, N(0, d^-1/2) so that the sqrt(d) scaling gives unit variance (and a sane tied output).
+        self.tgt_embedding = nn.Embedding(tgt_vocab_size, d, padding_idx=0)
+        self.src_embedding = self.tgt_embedding if config.share_embeddings else nn.Embedding(
+            src_vocab_size, d, padding_idx=0)
+        for emb in {id(m): m for m in (self.src_embedding, self.tgt_embedding)}.values():
+            nn.init.normal_(emb.weight, std=d ** -0.5)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+        self.src_positional = self._positional(config)
+        self.tgt_positional = self._positional(config)
+        # 2. Layer stacks; pre-LN needs a final LayerNorm on each stack's output.
+        layer_args = {"dropout": config.dropout, "attention_dropout": config.attention_dropout,
+                      "activation": config.activation, "norm_first": config.norm_first}
+        self.encoder_layers = nn.ModuleList(TransformerEncoderLayer(d, config.num_heads, config.ffn_dim, **layer_args)
+                                            for _ in range(config.encoder_layers))
+        self.decoder_layers = nn.ModuleList(TransformerDecoderLayer(d, config.num_heads, config.ffn_dim, **layer_args)
+                                            for _ in range(config.decoder_layers))
+        self.encoder_norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
+        # 3. Output projection, optionally tied to the target embedding.
+        self.output = nn.Linear(d, tgt_vocab_size, bias=False)
+        if config.tie_output:
+            self.output.weight = self.tgt_embedding.weight
+
+    @staticmethod
+    def _positional(config: TransformerConfig) -> nn.Module:
+        if config.positional == "sinusoidal":
+            return SinusoidalPositionalEncoding(config.d_model, config.max_len, config.dropout)
+        return LearnedPositionalEncoding(config.d_model, config.max_len, config.dropout)
+
+    # ------------------------------------------------------------------------------------------ stacks
+    def _encode(self, src: torch.Tensor, src_lens: torch.Tensor,
+                need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """``src`` ``(B, Ts)`` -> memory ``(B, Ts, D)`` and per-layer weights ``(B, H, Ts, Ts)``."""
+        x = self.src_positional(self.src_embedding(src) * self.embed_scale)  # (B, Ts, D)
+        maps = []
+        for layer in self.encoder_layers:
+            x, weights = layer(x, src_lens, need_weights=need_weights)  # (B, Ts, D)
+            maps.append(weights)
+        return self.encoder_norm(x), maps
+
+    def _decode(self, tokens: torch.Tensor, memory: torch.Tensor, src_lens: torch.Tensor, *, offset: int = 0,
+                caches: tuple[list[KVCache], list[KVCache]] | None = None,
+                need_weights: bool = False) -> tuple[torch.Tensor, list[DecoderLayerOutput]]:
+        """``tokens`` ``(B, Tt)`` at positions ``offset..`` -> hidden ``(B, Tt, D)`` and each layer's output."""
+        x = self.tgt_positional(self.tgt_embedding(tokens) * self.embed_scale, offset)  # (B, Tt, D)
+        outs = []
+        for i, layer in enumerate(self.decoder_layers):
+            self_cache, cross_cache = (caches[0][i], caches[1][i]) if caches is not None else (None, None)
+            out = layer(x, memory, src_lens, self_cache=self_cache, cross_cache=cross_cache,
+                        need_weights=need_weights)
+            x = out.output  # (B, Tt, D)
+            outs.append(out)
+        return self.decoder_norm(x), outs
+
+    # ------------------------------------------------------------------------------------- public API
+    def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
+                need_weights: bool = False) -> Seq2SeqOutput:
+        """Teacher-forced pass: ``src`` ``(B, Ts)``, ``src_lens`` ``(B,)``, ``tgt_in`` ``(B, Tt)``.
+
+        Returns:
+            logits ``(B, Tt, V)``; with ``need_weights``, :class:`AttentionMaps` with ``encoder_self``
+            ``(Le, B, H, Ts, Ts)``, ``decoder_self`` ``(Ld, B, H, Tt, Tt)`` and ``cross`` ``(Ld, B, H, Tt, Ts)``.
+        """
+        # 1. Encode the source (padding keys masked by src_lens).
+        memory, enc_maps = self._encode(src, src_lens, need_weights)  # (B, Ts, D)
+        # 2. Decode all target positions at once under the causal mask.
+        hidden, dec_outs = self._decode(tgt_in, memory, src_lens, need_weights=need_weights)  # (B, Tt, D)
+        # 3. Project to the vocabulary.
+        logits = self.output(hidden)  # (B, Tt, V)
+        if not need_weights:
+            return Seq2SeqOutput(logits, None)
+        maps = AttentionMaps(encoder_self=torch.stack(enc_maps),  # (Le, B, H, Ts, Ts)
+                             decoder_self=torch.stack([o.self_weights for o in dec_outs]),  # (Ld, B, H, Tt, Tt)
+                             cross=torch.stack([o.cross_weights for o in dec_outs]))  # (Ld, B, H, Tt, Ts)
+        return Seq2SeqOutput(logits, maps)
+
+    def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> TransformerState:
+        """Run the encoder once and set up empty caches for :meth:`decode_step`."""
+        memory, _ = self._encode(src, src_lens, need_weights=False)  # (B, Ts, D)
+        num_layers = len(self.decoder_layers)
+        return TransformerState(memory, src_lens, [KVCache() for _ in range(num_layers)],
+                                [KVCache(static=True) for _ in range(num_layers)])
+
+    def decode_step(self, tokens: torch.Tensor, state: TransformerState, *,
+                    need_weights: bool = False) -> StepOutput:
+        """Consume ``tokens`` ``(B,)`` at position ``state.offset``; the caches in ``state`` grow in place.
+
+        Returns:
+            logits ``(B, V)``, the advanced state and, with ``need_weights``, the last layer's cross-attention
+            averaged over heads ``(B, Ts)``.
+        """
+        hidden, outs = self._decode(tokens.unsqueeze(1), state.memory, state.src_lens, offset=state.offset,
+                                    caches=(state.self_caches, state.cross_caches),
+                                    need_weights=need_weights)  # (B, 1, D)
+        logits = self.output(hidden[:, 0])  # (B, V)
+        new_state = TransformerState(state.memory, state.src_lens, state.self_caches, state.cross_caches,
+                                     state.offset + 1)
+        cross = outs[-1].cross_weights
+        cross_weights = cross[:, :, 0].mean(dim=1) if need_weights and cross is not None else None  # (B, Ts)
+        return StepOutput(logits, new_state, cross_weights)

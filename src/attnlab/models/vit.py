@@ -1,0 +1,76 @@
+"""Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words: Transformers for Image
+Recognition at Scale").
+
+An image is cut into ``N = (S / P)^2`` non-overlapping ``P x P`` patches; each patch is linearly embedded
+(eq. 1, here as a ``Conv2d`` with kernel = stride = ``P``, the same linear map applied to every patch); a
+trained class token is prepended, learned positions are added, a pre-LN Transformer encoder runs over the
+``N + 1`` tokens (eqs. 2-3) and a linear head reads the final class token (eq. 4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attnlab.attention import LearnedPositionalEncoding
+from attnlab.core.model_config import ViTConfig
+from attnlab.models.classifier import ClassifierOutput
+from attnlab.models.transformer import TransformerEncoderLayer
+
+__all__ = ["PatchEmbedding", "VisionTransformer"]
+
+
+class PatchEmbedding(nn.Module):
+    """``(B, C, S, S)`` images -> ``(B, N, D)`` patch embeddings, ``N = (S / P)^2`` in row-major patch order."""
+
+    def __init__(self, in_channels: int, d_model: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.projection = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[-1] % self.patch_size or images.shape[-2] % self.patch_size:
+            raise ValueError(f"PatchEmbedding: expected images (B, C, S, S) with S a multiple of "
+                             f"patch_size={self.patch_size}, got {tuple(images.shape)}")
+        x = self.projection(images)  # (B, D, S/P, S/P)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class VisionTransformer(nn.Module):
+    """ViT classifier configured by :class:`ViTConfig`."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        num_patches = (config.image_size // config.patch_size) ** 2
+        self.patch_embedding = PatchEmbedding(config.in_channels, d, config.patch_size)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.positional = LearnedPositionalEncoding(d, num_patches + 1, config.dropout)
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(d, config.num_heads, config.ffn_dim, dropout=config.dropout,
+                                    attention_dropout=config.attention_dropout, activation="gelu", norm_first=True)
+            for _ in range(config.num_layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, config.num_classes)
+        nn.init.trunc_normal_(self.class_token, std=0.02)
+
+    def forward(self, images: torch.Tensor, *, need_weights: bool = False) -> ClassifierOutput:
+        """Classify ``images`` ``(B, C, S, S)``.
+
+        Returns:
+            logits ``(B, num_classes)``; with ``need_weights``, ``encoder_self`` ``(L, B, H, N + 1, N + 1)``
+            (token 0 is the class token, then the patches in row-major order).
+        """
+        # 1. Patches -> tokens, class token first (eq. 1).
+        patches = self.patch_embedding(images)  # (B, N, D)
+        cls = self.class_token.expand(patches.shape[0], -1, -1)  # (B, 1, D)
+        x = self.positional(torch.cat([cls, patches], dim=1))  # (B, N + 1, D)
+        # 2. Encoder (eqs. 2-3); every image has all N + 1 tokens, so nothing is masked.
+        maps = []
+        for layer in self.layers:
+            x, weights = layer(x, need_weights=need_weights)  # (B, N + 1, D), (B, H, N + 1, N + 1) | None
+            maps.append(weights)
+        # 3. Classify from the normalized class token (eq. 4).
+        logits = self.head(self.norm(x[:, 0]))  # (B, num_classes)
+        return ClassifierOutput(logits, torch.stack(maps) if need_weights else None)

@@ -1,0 +1,90 @@
+"""Learning-rate schedules: linear warmup followed by inverse-square-root, cosine or constant.
+
+:func:`lr_factor` is the pure math; :class:`WarmupSchedule` applies it to an optimizer like
+``torch.optim.lr_scheduler.LambdaLR`` does, but its state is JSON-ready (just the step count) and the
+base learning rate comes from the config, not from the optimizer's (possibly restored) param groups.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from attnlab.core.train_config import ScheduleKind
+
+__all__ = ["WarmupSchedule", "lr_factor"]
+
+
+def lr_factor(kind: ScheduleKind, step: int, *, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Multiplier of the peak learning rate for optimizer step ``step`` (1-based: the first update is step 1).
+
+    - warmup (all kinds): ``step / warmup_steps`` while ``step <= warmup_steps``;
+    - ``inverse_sqrt``: ``sqrt(warmup_steps / step)`` afterwards (Vaswani et al. 2017, eq. 3, rescaled to
+      peak at 1; with no warmup, ``1 / sqrt(step)``);
+    - ``cosine``: ``r + (1 - r) * (1 + cos(pi * p)) / 2`` with ``p`` the fraction of post-warmup steps done
+      by ``max_steps`` (clamped to 1) and ``r = min_lr_ratio`` (Loshchilov & Hutter 2017, no restarts);
+    - ``constant``: ``1``.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if warmup_steps > 0 and step <= warmup_steps:
+        return step / warmup_steps
+    if kind == "inverse_sqrt":
+        return math.sqrt(max(warmup_steps, 1) / max(step, 1))
+    if kind == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {kind!r}; expected inverse_sqrt, cosine or constant")
+
+
+class WarmupSchedule:
+    """Sets every param group's ``lr`` to ``base_lr * lr_factor(step + 1)`` before each optimizer step.
+
+    Usage: ``optimizer.step(); schedule.step()``. At construction the learning rate of the first update is
+    applied. :meth:`state_dict` is ``{"step": n}`` with ``n`` the number of updates done.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: ScheduleKind, *, base_lr: float, warmup_steps: int,
+                 max_steps: int, min_lr_ratio: float = 0.0) -> None:
+        self.optimizer = optimizer
+        self.kind = kind
+        self.base_lr = base_lr
+        self.warmup_steps = warmup_steps
+        self.max_steps = max_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.last_step = 0
+        self._apply()
+
+    def factor(self, step: int) -> float:
+        """The multiplier of optimizer step ``step`` (1-based)."""
+        return lr_factor(self.kind, step, warmup_steps=self.warmup_steps, max_steps=self.max_steps,
+                         min_lr_ratio=self.min_lr_ratio)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next optimizer step will use."""
+        return self.base_lr * self.factor(self.last_step + 1)
+
+    def _apply(self) -> None:
+        lr = self.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self) -> None:
+        """Record one optimizer update and set the learning rate of the next one."""
+        self.last_step += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.last_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        step = state.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"schedule state needs a non-negative integer 'step', got {state!r}")
+        self.last_step = step
+        self._apply()

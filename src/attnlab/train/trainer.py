@@ -1,0 +1,402 @@
+"""The training loop: teacher-forced AdamW training of any :class:`EncoderDecoder`, with exact resume.
+
+One run lives in an output directory::
+
+    OUT/config.json     the run configuration (``run_config`` plus ``"train"``: the TrainConfig)
+    OUT/metrics.jsonl   one JSON record per logging step (``"kind": "train"``) and evaluation (``"eval"``)
+    OUT/last/           the latest checkpoint (every ``save_every`` steps, at the end, on Ctrl-C/SIGTERM)
+    OUT/best/           the checkpoint with the best ``best_metric`` so far
+
+Exact resume: a checkpoint holds everything the next step depends on -- parameters, AdamW moments, the
+schedule step, the RNG states (dropout), the data position inside the epoch and the trainer's own
+counters (logging window, best value, patience) -- and evaluation runs with the RNG states saved and
+restored around it. So training N steps, stopping, and resuming to 2N gives bit-for-bit the parameters
+and logged losses of 2N uninterrupted steps on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from attnlab.core.config import to_dict
+from attnlab.core.errors import ConfigError, DataError, DivergedError
+from attnlab.core.train_config import TrainConfig
+from attnlab.core.types import Batch
+from attnlab.models.base import EncoderDecoder
+from attnlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, write_json_atomic
+from attnlab.train.loss import masked_cross_entropy
+from attnlab.train.progress import MetricsLog, ProgressBar, Throughput
+from attnlab.train.schedule import WarmupSchedule
+from attnlab.train.signals import StopSignals, TrainingInterrupted
+
+logger = logging.getLogger(__name__)
+
+StopReason = Literal["max_steps", "max_epochs", "early_stopping"]
+Evaluate = Callable[[EncoderDecoder], Mapping[str, float]]
+
+__all__ = ["BatchSource", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer"]
+
+
+class BatchSource(Protocol):
+    """What the trainer needs from its training data (e.g. :class:`attnlab.data.batching.BucketedBatches`).
+
+    ``__iter__`` yields the remaining batches of the current epoch starting at the saved position, then
+    advances ``epoch``. ``state_dict()`` is JSON-ready (``{"epoch", "position", "seed"}``) and, read right
+    after a batch was yielded, already counts that batch, so that ``load_state_dict`` of it continues with
+    the next one.
+    """
+
+    epoch: int
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        step: optimizer steps done in total (across resumes).
+        epoch: the data epoch training stopped in.
+        stop_reason: ``max_steps``, ``max_epochs`` or ``early_stopping``.
+        final_loss: token-mean training loss of the last step (``nan`` if no step ran in this call).
+        best_value, best_step: the best ``best_metric`` value and its step (``None`` before any evaluation).
+        eval_metrics: the metrics of the last evaluation.
+        out_dir: the run directory.
+    """
+
+    step: int
+    epoch: int
+    stop_reason: StopReason
+    final_loss: float
+    best_value: float | None
+    best_step: int | None
+    eval_metrics: dict[str, float]
+    out_dir: Path
+
+
+@dataclass
+class _Counters:
+    """The trainer's own resumable state (saved as ``trainer_state`` in every checkpoint)."""
+
+    best_value: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0  # evaluations since the last improvement (early stopping)
+    last_eval_step: int | None = None
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    log_loss_sum: float = 0.0  # current logging window
+    log_tokens: int = 0
+    eval_loss_sum: float = 0.0  # training loss since the last evaluation -> "train_loss"
+    eval_tokens: int = 0
+    tokens_seen: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> _Counters:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019) with weight decay on matrices only (not on biases or norm gains)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": g, "weight_decay": wd} for g, wd in ((decay, config.weight_decay), (no_decay, 0.0)) if g]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+class Trainer:
+    """Trains ``model`` on ``batches`` with ``config``, writing the run to ``out_dir`` (see the module docstring).
+
+    Args:
+        model: any :class:`EncoderDecoder`; trained with teacher forcing
+            (``model(batch.src, batch.src_lens, batch.tgt_in).logits`` against ``batch.tgt_out``).
+        config: optimization and run settings.
+        batches: the training data (:class:`BatchSource`); its position is saved with every checkpoint.
+        out_dir: the run directory; a fresh run refuses a directory that already holds one.
+        evaluate: called every ``eval_every`` steps and at the end with the model; returns metrics such as
+            ``{"val_loss": ...}`` (see :func:`attnlab.train.loss.loss_evaluator`). ``"train_loss"`` (the
+            training loss since the previous evaluation) is always added.
+        run_config: the whole run configuration (model, data, ...), saved to ``config.json`` and to every
+            checkpoint with the TrainConfig under ``"train"``.
+        extra_state: JSON-ready data saved with every checkpoint (tokenizer and vocabulary dicts).
+        progress: show the progress bar (``None``: only when stderr is a terminal).
+        device: where batches are moved (the model is moved there too).
+    """
+
+    def __init__(self, model: EncoderDecoder, config: TrainConfig, batches: BatchSource, out_dir: str | Path, *,
+                 evaluate: Evaluate | None = None, run_config: Mapping[str, Any] | None = None,
+                 extra_state: Mapping[str, Any] | None = None, progress: bool | None = True,
+                 device: torch.device | str = "cpu") -> None:
+        if evaluate is None and config.best_metric != "train_loss":
+            raise ConfigError(f"best_metric {config.best_metric!r} needs an evaluation function; pass evaluate= "
+                              f"or set best_metric: train_loss")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.config = config
+        self.batches = batches
+        self.out_dir = Path(out_dir)
+        self.evaluate = evaluate
+        self.run_config = {**(run_config or {}), "train": to_dict(config)}
+        self.extra_state = dict(extra_state or {})
+        self.progress = progress
+        self.optimizer = build_optimizer(model, config)
+        self.schedule = WarmupSchedule(self.optimizer, config.schedule, base_lr=config.lr,
+                                       warmup_steps=config.warmup_steps, max_steps=config.max_steps,
+                                       min_lr_ratio=config.min_lr_ratio)
+        self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
+        self.step = 0
+        self._counters = _Counters()
+        self._data_state: dict[str, Any] = dict(batches.state_dict())
+        self._saved_step: int | None = None
+        self._last_loss = math.nan
+        self._resumed = False
+
+    @property
+    def last_dir(self) -> Path:
+        return self.out_dir / "last"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.out_dir / "best"
+
+    # ------------------------------------------------------------------------------------ public API
+
+    def resume(self) -> int:
+        """Restore model, optimizer, schedule, RNG, data position and counters from ``OUT/last``; return the step."""
+        ckpt = load_checkpoint(self.last_dir, self.model, self.optimizer)
+        self.schedule.load_state_dict(ckpt.scheduler_state)
+        restore_rng(ckpt.rng)
+        self.batches.load_state_dict(ckpt.data_state)
+        self._data_state = dict(ckpt.data_state)
+        self._counters = _Counters.from_dict(ckpt.trainer_state)
+        self.step = self._saved_step = ckpt.step
+        self.metrics.truncate_after(ckpt.step)
+        saved = ckpt.config.get("train", {}) if isinstance(ckpt.config, dict) else {}
+        changed = sorted(k for k, v in self.run_config["train"].items() if k in saved and saved[k] != v)
+        if changed:
+            logger.info("resuming with changed training options: %s", ", ".join(changed))
+        self._resumed = True
+        logger.info("resumed from %s at step %d", ckpt.path, ckpt.step)
+        return ckpt.step
+
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train until ``max_steps``, ``max_epochs`` or early stopping; with ``resume`` continue ``OUT/last``.
+
+        Raises:
+            DivergedError: a non-finite loss or gradient norm (the update is not applied, nothing is saved).
+            TrainingInterrupted: SIGINT/SIGTERM; the current step was finished and saved to ``OUT/last``.
+            ConfigError: ``out_dir`` already holds a run (without ``resume``) or cannot be written.
+            CheckpointError: ``resume`` and ``OUT/last`` is missing or unreadable.
+        """
+        if resume and not self._resumed:
+            self.resume()
+        if not self._resumed:
+            self._start_fresh()
+        self._write_run_config()
+        if self.step >= self.config.max_steps:
+            logger.info("nothing to do: step %d already reaches max_steps=%d", self.step, self.config.max_steps)
+            return self._result("max_steps")
+        threads = torch.get_num_threads()
+        if self.config.num_threads is not None:
+            torch.set_num_threads(self.config.num_threads)
+        bar = ProgressBar(self.config.max_steps, initial=self.step, enabled=self.progress)
+        try:
+            redirect = logging_redirect_tqdm() if bar.enabled else contextlib.nullcontext()
+            with StopSignals() as signals, redirect:
+                return self._loop(signals, bar)
+        finally:
+            bar.close()
+            torch.set_num_threads(threads)
+
+    # ------------------------------------------------------------------------------------- internals
+
+    def _start_fresh(self) -> None:
+        for name in ("last", "best", "metrics.jsonl"):
+            if (self.out_dir / name).exists():
+                raise ConfigError(f"{self.out_dir} already holds a training run ({name} exists); resume it with "
+                                  f"--resume or choose another output directory")
+        seed = self.config.seed
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        self._resumed = True  # a second fit() call continues this run
+
+    def _write_run_config(self) -> None:
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out_dir / "config.json", self.run_config)
+        except OSError as exc:
+            raise ConfigError(f"cannot write to output directory {self.out_dir}: {exc.strerror or exc}; "
+                              f"choose another one with --out") from None
+
+    def _loop(self, signals: StopSignals, bar: ProgressBar) -> TrainResult:
+        cfg = self.config
+        reason: StopReason | None = None
+        empty_passes = 0
+        meter = Throughput()
+        start = time.perf_counter()
+        while reason is None:
+            if cfg.max_epochs is not None and self.batches.epoch >= cfg.max_epochs:
+                reason = "max_epochs"
+                break
+            consumed = 0
+            for batch in self.batches:
+                consumed += 1
+                self._data_state = dict(self.batches.state_dict())  # the position after this batch
+                self._train_step(batch, bar, meter, start)
+                reason = self._after_step(signals)
+                if reason is not None:
+                    break
+            else:
+                self._data_state = dict(self.batches.state_dict())
+            empty_passes = empty_passes + 1 if consumed == 0 else 0
+            if empty_passes >= 2:
+                raise DataError("the training data yields no batches; check the data files and the length limits")
+        self._finish(signals)
+        logger.info("training stopped at step %d (%s)", self.step, reason.replace("_", " "))
+        return self._result(reason)
+
+    def _train_step(self, batch: Batch, bar: ProgressBar, meter: Throughput, start: float) -> None:
+        """One teacher-forced update; raises :class:`DivergedError` before applying a non-finite one."""
+        cfg = self.config
+        step = self.step + 1
+        batch = batch.to(self.device)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.schedule.lr
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = self.model(batch.src, batch.src_lens, batch.tgt_in).logits  # (B, Tt, V)
+        loss_sum, num_tokens = masked_cross_entropy(logits, batch.tgt_out, label_smoothing=cfg.label_smoothing)
+        loss_value = float(loss_sum.detach())
+        if not math.isfinite(loss_value):
+            self._diverged(step, f"the loss is {loss_value}")
+        (loss_sum / max(num_tokens, 1)).backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = cfg.clip_grad_norm if cfg.clip_grad_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        if not math.isfinite(grad_norm):
+            self._diverged(step, f"the gradient norm is {grad_norm}")
+        self.optimizer.step()
+        self.schedule.step()
+        self.step = step
+
+        c = self._counters
+        c.log_loss_sum += loss_value
+        c.log_tokens += num_tokens
+        c.eval_loss_sum += loss_value
+        c.eval_tokens += num_tokens
+        c.tokens_seen += num_tokens
+        meter.add(num_tokens)
+        self._last_loss = loss_value / max(num_tokens, 1)
+        if step % cfg.log_every == 0:
+            window_loss = c.log_loss_sum / max(c.log_tokens, 1)
+            rate = meter.rate()
+            self.metrics.write({"kind": "train", "step": step, "epoch": int(self.batches.epoch), "loss": window_loss,
+                                "lr": lr, "grad_norm": grad_norm, "tokens": c.log_tokens, "tokens_per_s": rate,
+                                "elapsed_s": round(time.perf_counter() - start, 3)})
+            c.log_loss_sum, c.log_tokens = 0.0, 0
+            bar.update(step, loss=window_loss, tokens_per_s=rate, lr=lr)
+
+    def _diverged(self, step: int, what: str) -> None:
+        kept = (f"the last good checkpoint is {self.last_dir} (step {self._saved_step})" if self._saved_step
+                is not None else "no checkpoint was saved yet")
+        raise DivergedError(f"training diverged at step {step}: {what}; the update was not applied and {kept}; "
+                            f"try a lower lr, more warmup_steps or clip_grad_norm")
+
+    def _after_step(self, signals: StopSignals) -> StopReason | None:
+        """Evaluate, save and check the stop conditions after a completed step."""
+        cfg = self.config
+        reason: StopReason | None = None
+        if self.step % cfg.eval_every == 0 and self._evaluate(signals):
+            reason = "early_stopping"
+        if reason is None and self.step >= cfg.max_steps:
+            reason = "max_steps"
+        if reason is None and (self.step % cfg.save_every == 0 or signals.requested):
+            self._save(self.last_dir, signals)
+        if reason is None and signals.requested:
+            signum = signals.signum or signal.SIGTERM
+            raise TrainingInterrupted(f"training interrupted by {signal.Signals(signum).name} after step {self.step}; "
+                                      f"checkpoint saved to {self.last_dir}; continue with --resume",
+                                      signum=signum, step=self.step, saved=True)
+        return reason
+
+    def _finish(self, signals: StopSignals) -> None:
+        """Final evaluation (unless one just ran) and the final ``OUT/last`` checkpoint."""
+        if self._counters.last_eval_step != self.step and self._counters.eval_tokens > 0:
+            self._evaluate(signals)
+        if self._saved_step != self.step:
+            self._save(self.last_dir, signals)
+
+    def _evaluate(self, signals: StopSignals) -> bool:
+        """Run the evaluation, log it, update ``OUT/best``; return whether early stopping triggers."""
+        cfg, c = self.config, self._counters
+        metrics = {"train_loss": c.eval_loss_sum / c.eval_tokens if c.eval_tokens else math.nan}
+        if self.evaluate is not None:
+            rng = capture_rng()  # evaluation must not shift the training random streams
+            try:
+                results = self.evaluate(self.model)
+            finally:
+                restore_rng(rng)
+                self.model.train()
+            metrics.update({str(k): float(v) for k, v in results.items()})
+        c.eval_loss_sum, c.eval_tokens = 0.0, 0
+        c.last_eval_step = self.step
+        c.eval_metrics = metrics
+        self.metrics.write({"kind": "eval", "step": self.step, "epoch": int(self.batches.epoch), **metrics})
+        logger.info("step %d: %s", self.step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        if cfg.best_metric not in metrics:
+            raise ConfigError(f"best_metric {cfg.best_metric!r} is not among the evaluation metrics "
+                              f"({', '.join(sorted(metrics))}); set best_metric to one of them")
+        value = metrics[cfg.best_metric]
+        improved = not math.isnan(value) and (
+            c.best_value is None or (value < c.best_value if cfg.best_mode == "min" else value > c.best_value))
+        if improved:
+            c.best_value, c.best_step, c.bad_evals = value, self.step, 0
+            self._save(self.best_dir, signals)
+        else:
+            c.bad_evals += 1
+        patience = cfg.early_stopping_patience
+        if patience is not None and c.bad_evals >= patience:
+            logger.info("early stopping: %s has not improved for %d evaluations (best %.4g at step %s)",
+                        cfg.best_metric, c.bad_evals, c.best_value if c.best_value is not None else math.nan,
+                        c.best_step)
+            return True
+        return False
+
+    def _save(self, directory: Path, signals: StopSignals) -> None:
+        with signals.critical():
+            save_checkpoint(directory, model=self.model, optimizer=self.optimizer,
+                            scheduler_state=self.schedule.state_dict(), step=self.step, rng=capture_rng(),
+                            data_state=self._data_state, config=self.run_config, extra=self.extra_state,
+                            trainer_state=dataclasses.asdict(self._counters))
+        if directory == self.last_dir:
+            self._saved_step = self.step
+
+    def _result(self, reason: StopReason) -> TrainResult:
+        c = self._counters
+        return TrainResult(step=self.step, epoch=int(self.batches.epoch), stop_reason=reason,
+                           final_loss=self._last_loss, best_value=c.best_value, best_step=c.best_step,
+                           eval_metrics=dict(c.eval_metrics), out_dir=self.out_dir)

@@ -1,0 +1,155 @@
+"""Static attention figures with matplotlib (imported lazily, Agg canvas, no pyplot state).
+
+One alignment (queries x keys, e.g. target x source) or a grid of layers x heads, with token labels in any
+script (see :mod:`attnlab.viz.fonts`), a colour bar and titles, saved as PNG, SVG or PDF. Long sequences stay
+readable: cells shrink down to a minimum size, then only every n-th label is written.
+
+Dimension legend: ``L`` layers, ``H`` heads, ``Tq``/``Tk`` query/key length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from attnlab.core.errors import ConfigError
+from attnlab.viz import fonts
+from attnlab.viz.views import AttentionView, as_views, pick_view, select
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+FORMATS = (".png", ".svg", ".pdf")
+_AXIS_NAMES = {"cross": ("target (queries)", "source (keys)")}
+
+
+def plot_attention(weights: Any, query_tokens: Sequence[str] | None = None, key_tokens: Sequence[str] | None = None,
+                   path: str | Path | None = None, *, kind: str | None = None, layer: int | None = None,
+                   head: int | str | None = None, batch: int = 0, title: str | None = None, cmap: str = "viridis",
+                   max_labels: int = 40, dpi: int = 150) -> Figure:
+    """Draw attention weights as one heatmap, or as a layers x heads grid.
+
+    Args:
+        weights: ``(Tq, Tk)``, ``(H, Tq, Tk)``, ``(L, H, Tq, Tk)``, a capture result or an ``AttentionMaps``
+            (see :mod:`attnlab.viz.views` for the token convention).
+        query_tokens: labels of the ``Tq`` rows (fewer tokens than rows crop padding).
+        key_tokens: labels of the ``Tk`` columns.
+        path: where to save; the suffix picks the format (``.png``, ``.svg``, ``.pdf``). ``None``: do not save.
+        kind: which attention of a multi-kind input (``"encoder"``, ``"decoder"``, ``"cross"``); by default
+            cross-attention when there is one.
+        layer: one layer (negative counts from the end), or ``None`` for all.
+        head: one head, ``"mean"`` for the average over heads, or ``None`` for all.
+        batch: the batch row to draw for batched inputs.
+        title: figure title; by default the attention kind, layer and head.
+        max_labels: the most tick labels per axis of a single heatmap before labels are thinned.
+
+    Returns:
+        the matplotlib ``Figure`` (one panel when a single layer and head remain, else ``L x H`` panels).
+    """
+    from matplotlib import rc_context
+
+    if path is not None and Path(path).suffix.lower() not in FORMATS:
+        raise ConfigError(f"cannot save a figure as {Path(path).name!r}: use a .png, .svg or .pdf file name")
+    view = select(pick_view(as_views(weights, query_tokens=query_tokens, key_tokens=key_tokens, batch=batch),
+                            kind), layer, head)
+    with rc_context({"font.family": fonts.families(), "svg.fonttype": "path", "pdf.fonttype": 3}):
+        if view.num_layers * view.num_heads == 1:
+            fig = _single(view, title, cmap, max_labels)
+        else:
+            fig = _grid(view, title, cmap, max(8, max_labels // 3))
+        if path is not None:
+            save_figure(fig, path, dpi=dpi)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
+    """Save as PNG, SVG or PDF (by suffix), creating the parent folder."""
+    p = Path(path)
+    if p.suffix.lower() not in FORMATS:
+        raise ConfigError(f"cannot save a figure as {p.name!r}: use a .png, .svg or .pdf file name")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=dpi, format=p.suffix.lower()[1:], metadata=_metadata(p.suffix.lower()))
+    return p
+
+
+def _metadata(suffix: str) -> dict[str, Any]:
+    # No creation date, so the same figure gives the same file (reproducible artifacts).
+    return {".png": {"Software": "attnlab"}, ".svg": {"Date": None}, ".pdf": {"CreationDate": None}}[suffix]
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _ticks(ax: Axes, axis: str, tokens: list[str], max_labels: int, fontsize: float) -> None:
+    """Label every ``step``-th position so that at most ``max_labels`` labels are written."""
+    step = max(1, math.ceil(len(tokens) / max(1, max_labels)))
+    positions = list(range(0, len(tokens), step))
+    text = fonts.labels([tokens[i] for i in positions])
+    if axis == "x":
+        ax.set_xticks(positions, text, rotation=90, fontsize=fontsize, parse_math=False)
+    else:
+        ax.set_yticks(positions, text, fontsize=fontsize, parse_math=False)
+
+
+def _default_title(view: AttentionView) -> str:
+    parts = [view.title]
+    if view.num_layers == 1:
+        parts.append(view.layer_names[0])
+    if view.num_heads == 1:
+        parts.append(view.heads[0])
+    return " \N{MIDDLE DOT} ".join(parts)
+
+
+def _single(view: AttentionView, title: str | None, cmap: str, max_labels: int) -> Figure:
+    w = view.weights[0, 0].numpy()  # (Tq, Tk)
+    Tq, Tk = w.shape
+    cell = min(0.35, max(0.08, 7.0 / max(Tq, Tk)))  # inches per token: big for short, small for long sequences
+    label_room = 0.09 * max(len(t) for t in fonts.labels(view.query_tokens + view.key_tokens)) + 0.6
+    fig = _new_figure(Tk * cell + label_room + 1.6, Tq * cell + label_room + 0.8)
+    ax = fig.add_subplot()
+    image = ax.imshow(w, cmap=cmap, vmin=0.0, vmax=max(float(w.max()), 1e-12), interpolation="nearest")
+    fontsize = 9 if max(Tq, Tk) <= 40 else 7
+    _ticks(ax, "x", view.key_tokens, max_labels, fontsize)
+    _ticks(ax, "y", view.query_tokens, max_labels, fontsize)
+    ylabel, xlabel = _AXIS_NAMES.get(view.kind, ("queries", "keys"))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(fonts.renderable(title or _default_title(view)), parse_math=False)
+    fig.colorbar(image, ax=ax, label="attention weight", shrink=min(1.0, max(0.4, Tq / max(Tk, 1))))
+    return fig
+
+
+def _grid(view: AttentionView, title: str | None, cmap: str, max_labels: int) -> Figure:
+    L, H, Tq, Tk = view.weights.shape
+    width = min(3.0, max(1.4, 0.09 * Tk))  # inches per panel; cells stay square
+    height = width * min(2.0, max(0.25, Tq / Tk))
+    room = 0.07 * max(len(t) for t in fonts.labels(view.query_tokens + view.key_tokens)) + 0.3
+    fig = _new_figure(H * width + room + 1.6, L * (height + 0.35) + room + 0.6)
+    axes = fig.subplots(L, H, squeeze=False, sharex=True, sharey=True)
+    vmax = max(float(view.weights.max()), 1e-12)
+    fontsize = 7 if max(Tq, Tk) <= 20 else 5
+    image = None
+    for i in range(L):
+        for j in range(H):
+            ax = axes[i][j]
+            image = ax.imshow(view.weights[i, j].numpy(), cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
+            name = view.layer_names[i] if len(view.layer_names[i]) <= 12 else f"layer {i}"
+            ax.set_title(fonts.renderable(f"{name} \N{MIDDLE DOT} {view.heads[j]}"), fontsize=7,
+                         parse_math=False)
+            ax.tick_params(length=0)
+            if i == L - 1:
+                _ticks(ax, "x", view.key_tokens, max_labels, fontsize)
+            if j == 0:
+                _ticks(ax, "y", view.query_tokens, max_labels, fontsize)
+    fig.suptitle(fonts.renderable(title or _default_title(view)))
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.6)
+    return fig

@@ -1,0 +1,113 @@
+"""Attention pooling, the text classifiers and the Vision Transformer: shapes, masking, learnability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from models_helpers import marker_sequences, padded_batch, quadrant_images
+from torch import nn
+
+from attnlab.core.model_config import RNNClassifierConfig, TransformerClassifierConfig, ViTConfig
+from attnlab.models import AttentionPooling, RNNAttentionClassifier, TransformerClassifier, VisionTransformer
+from attnlab.models.vit import PatchEmbedding
+
+TINY_VIT = ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=4, d_model=32, num_heads=4, ffn_dim=64,
+                     num_layers=1, dropout=0.0)
+
+
+def _text_models() -> list[nn.Module]:
+    torch.manual_seed(0)
+    return [RNNAttentionClassifier(RNNClassifierConfig(hidden_size=16, embed_dim=16, dropout=0.0), 12),
+            TransformerClassifier(TransformerClassifierConfig(d_model=32, num_heads=4, ffn_dim=64, num_layers=1,
+                                                              dropout=0.0, max_len=16), 12)]
+
+
+def test_attention_pooling_masks_padding() -> None:
+    torch.manual_seed(0)
+    pool = AttentionPooling(6, num_queries=3)
+    x = torch.randn(2, 5, 6)
+    pooled, weights = pool(x, valid_lens=torch.tensor([5, 2]))
+    assert pooled.shape == (2, 3, 6) and weights.shape == (2, 3, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 3))
+    assert torch.all(weights[1, :, 2:] == 0)
+    torch.testing.assert_close(pooled, weights @ x)  # a convex combination of the positions
+    assert not torch.allclose(weights[0, 0], weights[0, 1])  # the queries differ
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["rnn", "transformer"])
+def test_text_classifier_shapes_and_padding_invariance(index: int) -> None:
+    model = _text_models()[index].eval()
+    tokens, lens = padded_batch([6, 2, 4], 12, generator=torch.Generator().manual_seed(1))
+    out = model(tokens, need_weights=True)  # lengths derived from padding
+    assert out.logits.shape == (3, 2)
+    assert out.pooling.shape == (3, 1, 6) and torch.all(out.pooling[1, :, 2:] == 0)
+    if index == 1:
+        assert out.encoder_self.shape == (1, 3, 4, 6, 6)
+    else:
+        assert out.encoder_self is None
+    wider = model(F.pad(tokens, (0, 3)), lens)
+    torch.testing.assert_close(wider.logits, out.logits, rtol=1e-5, atol=1e-5)
+    assert wider.pooling is None  # only returned when asked for
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["rnn", "transformer"])
+def test_text_classifier_learns_marker_rule(index: int) -> None:
+    model = _text_models()[index]
+    g = torch.Generator().manual_seed(2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        tokens, lens, labels = marker_sequences(64, g)
+        loss = F.cross_entropy(model(tokens, lens).logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    tokens, lens, labels = marker_sequences(256, g)
+    with torch.no_grad():
+        accuracy = (model(tokens, lens).logits.argmax(-1) == labels).float().mean()
+    assert accuracy > 0.9
+
+
+def test_patch_embedding_order_and_errors() -> None:
+    embed = PatchEmbedding(1, 4, patch_size=2)
+    images = torch.zeros(1, 1, 4, 4)
+    images[0, 0, 2:, :2] = 1.0  # bottom-left patch = patch 2 in row-major order
+    patches = embed(images) - embed(torch.zeros(1, 1, 4, 4))  # (1, 4, D), bias removed
+    assert patches.shape == (1, 4, 4)
+    assert [bool(p.abs().sum() > 0) for p in patches[0]] == [False, False, True, False]
+    with pytest.raises(ValueError, match="patch_size"):
+        embed(torch.zeros(1, 1, 5, 5))
+
+
+def test_vit_shapes_and_attention_maps() -> None:
+    torch.manual_seed(0)
+    vit = VisionTransformer(ViTConfig(image_size=8, patch_size=2, in_channels=3, num_classes=5, d_model=16,
+                                      num_heads=2, ffn_dim=32, num_layers=3, dropout=0.0)).eval()
+    images = torch.randn(2, 3, 8, 8)
+    out = vit(images, need_weights=True)
+    assert out.logits.shape == (2, 5)
+    assert out.encoder_self.shape == (3, 2, 2, 17, 17)  # (L, B, H, N + 1, N + 1)
+    torch.testing.assert_close(out.encoder_self.sum(-1), torch.ones(3, 2, 2, 17))
+    plain = vit(images)
+    assert plain.encoder_self is None and plain.pooling is None
+    torch.testing.assert_close(plain.logits, out.logits, rtol=1e-5, atol=1e-5)
+    vit.train()
+    vit(images).logits.sum().backward()
+    assert all(p.grad is not None for p in vit.parameters())
+
+
+def test_vit_learns_quadrant_rule() -> None:
+    torch.manual_seed(0)
+    vit = VisionTransformer(TINY_VIT)
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(vit.parameters(), lr=3e-3)
+    for _ in range(80):
+        images, labels = quadrant_images(64, g)
+        loss = F.cross_entropy(vit(images).logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    images, labels = quadrant_images(256, g)
+    with torch.no_grad():
+        accuracy = (vit(images).logits.argmax(-1) == labels).float().mean()
+    assert accuracy > 0.9

@@ -1,0 +1,157 @@
+"""Transformer: reference equality with torch.nn, KV-cached decoding == full forward, padding, maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from models_helpers import padded_batch
+from torch import nn
+
+from attnlab.core.errors import ConfigError
+from attnlab.core.model_config import TransformerConfig
+from attnlab.models import Transformer, TransformerState
+
+SRC_V, TGT_V = 21, 23
+SMALL = {"d_model": 16, "num_heads": 4, "ffn_dim": 32, "encoder_layers": 2, "decoder_layers": 2, "dropout": 0.0,
+         "max_len": 64}
+
+
+def _model(**overrides: object) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(**{**SMALL, **overrides}), SRC_V, TGT_V).eval()
+
+
+def _batch(seed: int, src_lens: list[int], tgt_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    src, lens = padded_batch(src_lens, SRC_V, generator=g)
+    tgt, _ = padded_batch([tgt_len] * len(src_lens), TGT_V, generator=g)
+    return src, lens, tgt
+
+
+def _to_torch_names(name: str) -> str:
+    """Our parameter names -> torch.nn.TransformerEncoder/DecoderLayer's (our conversion code)."""
+    return name.replace("ffn.", "").replace("cross_attn.", "multihead_attn.")
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_matches_torch_nn_transformer(norm_first: bool) -> None:
+    model = _model(norm_first=norm_first, activation="gelu")
+    d, h, f = SMALL["d_model"], SMALL["num_heads"], SMALL["ffn_dim"]
+    enc_layer = nn.TransformerEncoderLayer(d, h, f, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=norm_first)
+    dec_layer = nn.TransformerDecoderLayer(d, h, f, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=norm_first)
+    ref_encoder = nn.TransformerEncoder(enc_layer, 2, norm=nn.LayerNorm(d) if norm_first else None,
+                                        enable_nested_tensor=False).eval()
+    ref_decoder = nn.TransformerDecoder(dec_layer, 2, norm=nn.LayerNorm(d) if norm_first else None).eval()
+    for ours, ref, norm in ((model.encoder_layers, ref_encoder, model.encoder_norm),
+                            (model.decoder_layers, ref_decoder, model.decoder_norm)):
+        for i, layer in enumerate(ours):
+            missing, unexpected = ref.layers[i].load_state_dict(
+                {_to_torch_names(k): v for k, v in layer.state_dict().items()}, strict=True)
+            assert not missing and not unexpected
+        if norm_first:
+            ref.norm.load_state_dict(norm.state_dict())
+
+    src, lens, tgt = _batch(0, [7, 4, 2], 6)
+    with torch.no_grad():
+        logits = model(src, lens, tgt).logits
+        src_x = model.src_positional(model.src_embedding(src) * model.embed_scale)
+        tgt_x = model.tgt_positional(model.tgt_embedding(tgt) * model.embed_scale)
+        pad = src == 0  # torch: True = ignore
+        causal = nn.Transformer.generate_square_subsequent_mask(6, dtype=torch.bool)
+        memory = ref_encoder(src_x, src_key_padding_mask=pad)
+        hidden = ref_decoder(tgt_x, memory, tgt_mask=causal, memory_key_padding_mask=pad)
+        ref_logits = model.output(hidden)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("norm_first", "positional", "share"), [
+    (True, "sinusoidal", False), (False, "learned", False), (True, "learned", True), (False, "sinusoidal", True),
+])
+def test_cached_decode_step_equals_full_forward(norm_first: bool, positional: str, share: bool) -> None:
+    model = Transformer(TransformerConfig(**{**SMALL, "norm_first": norm_first, "positional": positional,
+                                             "share_embeddings": share}), SRC_V, SRC_V).eval()
+    src, lens, _ = _batch(1, [9, 5, 1], 1)
+    tgt = torch.randint(4, SRC_V, (3, 45), generator=torch.Generator().manual_seed(9))  # Tq*Tk > 40*40: fused path
+    full = model(src, lens, tgt, need_weights=True)
+    state = model.encode(src, lens)
+    logits, cross = [], []
+    for t in range(tgt.shape[1]):
+        step = model.decode_step(tgt[:, t], state, need_weights=True)
+        state = step.state
+        logits.append(step.logits)
+        cross.append(step.cross_weights)
+    assert isinstance(state, TransformerState) and state.offset == 45 and len(state.self_caches[0]) == 45
+    torch.testing.assert_close(torch.stack(logits, 1), full.logits, rtol=1e-5, atol=1e-5)
+    expected_cross = full.attention.cross[-1].mean(dim=1)  # last layer, averaged over heads: (B, Tt, Ts)
+    torch.testing.assert_close(torch.stack(cross, 1), expected_cross, rtol=1e-5, atol=1e-6)
+    assert model.decode_step(tgt[:, 0], model.encode(src, lens)).cross_weights is None
+
+
+def test_source_padding_does_not_change_results() -> None:
+    model = _model()
+    src, lens, tgt = _batch(2, [6, 3], 5)
+    out = model(src, lens, tgt)
+    wider = model(F.pad(src, (0, 4)), lens, tgt)
+    torch.testing.assert_close(wider.logits, out.logits, rtol=1e-5, atol=1e-5)
+    alone = model(src[1:, :3], lens[1:], tgt[1:])
+    torch.testing.assert_close(alone.logits[0], out.logits[1], rtol=1e-5, atol=1e-5)
+    noisy = src.clone()
+    noisy[1, 3:] = 7  # garbage after the real tokens is ignored too
+    torch.testing.assert_close(model(noisy, lens, tgt).logits, out.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_maps() -> None:
+    model = _model(encoder_layers=3)
+    src, lens, tgt = _batch(3, [5, 2], 4)
+    out = model(src, lens, tgt, need_weights=True)
+    maps = out.attention
+    assert maps.encoder_self.shape == (3, 2, 4, 5, 5)
+    assert maps.decoder_self.shape == (2, 2, 4, 4, 4)
+    assert maps.cross.shape == (2, 2, 4, 4, 5)
+    for weights in (maps.encoder_self, maps.decoder_self, maps.cross):
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+    assert torch.all(maps.encoder_self[:, 1, :, :, 2:] == 0)  # padding keys get no weight
+    assert torch.all(maps.cross[:, 1, :, :, 2:] == 0)
+    assert torch.all(maps.decoder_self.triu(diagonal=1) == 0)  # no attention to the future
+    plain = model(src, lens, tgt)
+    assert plain.attention is None
+    torch.testing.assert_close(plain.logits, out.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_sharing_and_tying() -> None:
+    shared = Transformer(TransformerConfig(**SMALL, share_embeddings=True, tie_output=True), 30, 30)
+    assert shared.src_embedding is shared.tgt_embedding
+    assert shared.output.weight is shared.tgt_embedding.weight
+    separate = Transformer(TransformerConfig(**SMALL, share_embeddings=False, tie_output=False), 30, 31)
+    assert separate.src_embedding is not separate.tgt_embedding
+    assert separate.output.weight is not separate.tgt_embedding.weight
+    count = sum(p.numel() for p in shared.parameters())
+    assert count < sum(p.numel() for p in separate.parameters()) - 2 * 30 * 16
+    with pytest.raises(ConfigError, match="share_embeddings"):
+        Transformer(TransformerConfig(**SMALL, share_embeddings=True), 30, 31)
+
+
+def test_reorder_matches_reordered_inputs() -> None:
+    model = _model()
+    src, lens, tgt = _batch(4, [6, 4, 3], 3)
+    state = model.encode(src, lens)
+    for t in range(2):
+        state = model.decode_step(tgt[:, t], state).state
+    index = torch.tensor([2, 0, 0])
+    reordered = state.reorder(index)
+    direct = model.encode(src[index], lens[index])
+    for t in range(2):
+        direct = model.decode_step(tgt[index, t], direct).state
+    torch.testing.assert_close(model.decode_step(tgt[index, 2], reordered).logits,
+                               model.decode_step(tgt[index, 2], direct).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    model = _model(positional="learned", tie_output=False).train()
+    src, lens, tgt = _batch(5, [5, 3], 4)
+    model(src, lens, tgt).logits.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
