@@ -165,3 +165,14 @@ def test_zh_char_on_all_tatoeba_chinese(tatoeba_zh):
         assert tok.detokenize(tokens) == canonical(sentence)
     assert 2000 < len(types) < 6000
     assert all(len(t) == 1 for t in types if contains_cjk(t))
+
+
+def test_training_works_when_stderr_has_no_file_descriptor():
+    import contextlib
+    import io
+
+    from attnlab.data.subword import train_sentencepiece
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        tok = train_sentencepiece(["a cat sat on the mat"] * 40 + ["the dog ran far"] * 40, 30)
+    assert tok.detokenize(tok.tokenize("the cat ran")) == "the cat ran"

@@ -186,11 +186,21 @@ def _corrupt(path: Path, how: str) -> None:
         data = bytearray((path / "model.safetensors").read_bytes())
         data[8:16] = b"\x00garbage"
         (path / "model.safetensors").write_bytes(bytes(data))
+        _rehash(path, "model.safetensors")  # a consistent but unparsable file reaches the header check
     elif how == "missing_optimizer":
         (path / "optimizer.safetensors").unlink()
     elif how == "bad_state_json":
         size = (path / "state.json").stat().st_size
         (path / "state.json").write_text("{" + " " * (size - 1))
+        _rehash(path, "state.json")
+
+
+def _rehash(path: Path, name: str) -> None:
+    import hashlib
+
+    meta = json.loads((path / "meta.json").read_text())
+    meta["sha256"][name] = hashlib.sha256((path / name).read_bytes()).hexdigest()
+    (path / "meta.json").write_text(json.dumps(meta))
 
 
 @pytest.mark.parametrize(("how", "needle"), [
@@ -233,3 +243,14 @@ def test_inference_only_checkpoint_cannot_resume(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "ck", make_model(1)).optimizer_state is None
     with pytest.raises(CheckpointError, match="holds no optimizer state"):
         load_checkpoint(tmp_path / "ck", model, opt)
+
+
+def test_same_size_corruption_of_the_weights_is_detected(tmp_path: Path) -> None:
+    model = make_model()
+    path = save_checkpoint(tmp_path / "ck", model=model, step=3)
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF  # flip bits inside the tensor bytes; the size stays the same
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the SHA-256"):
+        load_checkpoint(path, make_model())

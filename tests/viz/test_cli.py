@@ -90,6 +90,41 @@ def test_bad_input_is_one_line_and_an_exit_code(bert_dir: Path, tmp_path: Path, 
     assert not list(tmp_path.iterdir())  # nothing written
 
 
+@pytest.fixture(scope="module", params=["transformer", "seq2seq"])
+def run_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-step training run on synthetic dates: random-ish weights, but a real attnlab checkpoint."""
+    from attnlab.core.run_config import RunConfig
+    from attnlab.pipeline import train_run
+
+    model = {"transformer": {"kind": "transformer", "d_model": 16, "num_heads": 2, "ffn_dim": 32, "encoder_layers": 2,
+                             "decoder_layers": 1, "max_len": 64},
+             "seq2seq": {"kind": "seq2seq", "embed_dim": 8, "hidden_size": 16, "attention": "additive"}}[request.param]
+    cfg = RunConfig.from_dict({"data": {"source": "task", "task": "dates", "num_train": 200, "num_valid": 10,
+                                        "num_test": 10},
+                               "model": model, "train": {"max_steps": 2, "eval_every": 2, "save_every": 2},
+                               "decode": {"eval_sentences": 5}})
+    out = tmp_path_factory.mktemp(request.param)
+    train_run(cfg, out, progress=False)
+    return out
+
+
+def test_checkpoint_translate_and_draw(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html = tmp_path / "dates.html"
+    assert main(["viz", "--checkpoint", str(run_dir), "--text", "Nov 21, 2026", "--max-new-tokens", "5",
+                 "--pdf", str(tmp_path / "dates.pdf"), "--html", str(html), "--head", "0"]) == 0
+    assert "translation:" in capsys.readouterr().out
+    assert (tmp_path / "dates.pdf").read_bytes()[:5] == b"%PDF-"
+    data = json.loads(re.search(r'id="attnlab-data">(.*?)</script>', html.read_text("utf-8"), re.S).group(1))
+    cross = next(v for v in data["views"] if v["kind"] == "cross")
+    assert "".join(cross["keyTokens"]).replace("\u2581", " ") == "Nov 21, 2026"
+    assert 1 <= len(cross["queryTokens"]) <= 5
+    kinds = [v["kind"] for v in data["views"]]
+    assert kinds == (["encoder", "decoder", "cross"] if "transformer" in run_dir.name else ["cross"])
+    assert main(["viz", "--checkpoint", str(run_dir), "--text", "x", "--png", str(tmp_path / "a.png"),
+                 "--layer", "3"]) == 2
+    assert "layer 3 is out of range" in capsys.readouterr().err
+
+
 def test_missing_model_or_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["viz", "--hf-model", str(tmp_path / "nope"), "--text", "a", "--png", "a.png"]) == 4
     assert "no model folder" in capsys.readouterr().err

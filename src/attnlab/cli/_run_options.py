@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from attnlab.core.config import load_file
+from attnlab.core.config import load_file, yaml_loads
 from attnlab.core.errors import ConfigError
 from attnlab.core.run_config import RunConfig, merge_dicts
 
@@ -18,8 +18,8 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "seq2seq": {
         "model": {"kind": "seq2seq", "rnn": "gru", "embed_dim": 64, "hidden_size": 128, "num_layers": 1,
                   "dropout": 0.1, "attention": "additive"},
-        "train": {"lr": 0.003, "warmup_steps": 100, "schedule": "cosine", "max_steps": 1500, "label_smoothing": 0.0,
-                  "tokens_per_batch": 4096, "eval_every": 250, "save_every": 250, "best_metric": "val_exact_match",
+        "train": {"lr": 0.003, "warmup_steps": 50, "schedule": "cosine", "max_steps": 600, "label_smoothing": 0.0,
+                  "tokens_per_batch": 4096, "eval_every": 100, "save_every": 100, "best_metric": "val_exact_match",
                   "best_mode": "max"},
     },
     "transformer": {
@@ -52,6 +52,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="override any option, e.g. --set train.lr=0.001 --set model.hidden_size=256 (repeatable)")
 
 
+
+
 def _parse_set(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -61,7 +63,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE with SECTION one of data, model, train, "
                               f"decode (e.g. --set train.lr=0.001)")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_loads(raw)  # numbers (1e-3 included), booleans, null, lists like [0.9, 0.98]
         except yaml.YAMLError:
             value = raw
         out.setdefault(parts[0], {})[parts[1]] = value

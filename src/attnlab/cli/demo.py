@@ -8,6 +8,7 @@ attention heatmaps (PNG) and an interactive viewer (HTML) to the output director
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -51,8 +52,11 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = train_run(cfg, out, resume=resume, progress=False if args.no_progress else None)
     data = result.data
-    print(f"\ntrained {result.train.step} steps in {time.perf_counter() - start:.0f}s "
-          f"({len(data.train)} training dates, {sum(p.numel() for p in result.model.parameters()):,} parameters)")
+    size = f"{len(data.train)} training dates, {sum(p.numel() for p in result.model.parameters()):,} parameters"
+    if math.isnan(result.train.final_loss):  # no step ran in this call
+        print(f"\nreusing the trained demo in {out} (step {result.train.step}; {size})")
+    else:
+        print(f"\ntrained {result.train.step} steps in {time.perf_counter() - start:.0f}s ({size})")
 
     translator = load_translator(out / "best" if (out / "best").exists() else out / "last")
     metrics, hyps = score_pairs(translator.model, translator.text, data.test, cfg, beam_size=1)
@@ -66,11 +70,8 @@ def run(args: argparse.Namespace) -> int:
     results = translator.translate(EXAMPLES, return_attention=True)
     for i, tr in enumerate(results, start=1):
         rows = tr.tokens + (["<eos>"] if tr.best is not None and tr.best.ended else [])
-        png = plot_attention(tr.best.cross_attention, rows, tr.src_tokens, out / f"attention-{i}.png",
-                             title=f"{tr.source!r} -> {tr.text!r}")
-        import matplotlib.pyplot as plt
-
-        plt.close(png)
+        plot_attention(tr.best.cross_attention, rows, tr.src_tokens, out / f"attention-{i}.png",
+                       title=f"{tr.source!r} -> {tr.text!r}")
         print(f"  {tr.source:<24} -> {tr.text:<12} {out / f'attention-{i}.png'}")
     first = results[0]
     write_html(first.best.cross_attention, out / "attention.html",

@@ -43,19 +43,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _translate(args: argparse.Namespace) -> list[str]:
+def _translate(args: argparse.Namespace, num_refs: list[int]) -> list[str]:
     if args.src is None:
         raise ConfigError("--checkpoint needs --src FILE (the source sentences to translate)")
     if args.beam < 1 or args.batch_size < 1:
         raise ConfigError("--beam and --batch-size must be at least 1")
     from attnlab.pipeline import load_translator
 
-    translator = load_translator(args.checkpoint)
+    translator = load_translator(args.checkpoint)  # cheap: fail on a bad checkpoint before anything else
+    sources = read_lines(args.src)
+    for ref_path, count in zip(args.ref, num_refs, strict=True):  # and on misaligned files before translating
+        if count != len(sources):
+            raise DataError(f"{args.src} has {len(sources)} lines but {ref_path} has {count}: sources and "
+                            f"references must be aligned line by line")
     translator.model.to(args.device)
     if args.tgt_lang is None and translator.config.data.source != "task":
         args.tgt_lang = translator.config.data.tgt_lang
     translator.config = translator.config.replace("decode", batch_size=args.batch_size)
-    hypotheses = [t.text for t in translator.translate(read_lines(args.src), beam_size=args.beam)]
+    hypotheses = [t.text for t in translator.translate(sources, beam_size=args.beam)]
     if args.out is not None:
         _write_lines(args.out, hypotheses)
     return hypotheses
@@ -90,11 +95,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--src and --out go with --checkpoint, not with --hyp")
         report = score_files(args.hyp, args.ref, tgt_lang=args.tgt_lang)
     else:
-        hypotheses = _translate(args)
         references = [read_lines(p) for p in args.ref]
-        for ref_path, ref in zip(args.ref, references, strict=True):
-            if len(ref) != len(hypotheses):
-                raise DataError(f"{len(hypotheses)} translations of {args.src} but {ref_path} has {len(ref)} lines")
+        hypotheses = _translate(args, [len(r) for r in references])
         report = score_corpus(hypotheses, references, tgt_lang=args.tgt_lang)
     _print_report(report, args.json)
     return 0

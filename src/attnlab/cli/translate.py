@@ -48,15 +48,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
-    if args.n_best < 1 or (args.n_best > (args.beam or 1) and args.n_best > 1):
-        raise ConfigError(f"--n-best {args.n_best} needs --beam of at least {args.n_best}")
     translator = load_translator(args.checkpoint)
+    beam = translator.config.decode.beam_size if args.beam is None else args.beam
+    if args.n_best < 1 or args.n_best > beam:
+        raise ConfigError(f"--n-best {args.n_best} needs a beam of at least {args.n_best} (beam is {beam}); "
+                          f"add --beam {max(args.n_best, 1)}")
     sentences = read_sentences(args.input)
     results = translator.translate(sentences, beam_size=args.beam, n_best=args.n_best)
     if args.n_best > 1:
         detok = translator.text.tgt_tokenizer.detokenize
         vocab = translator.text.tgt_vocab
-        lines = ["\t".join(detok(vocab.decode(h.tokens)) for h in r.hypotheses) for r in results]
+        # An empty source has no hypotheses: still K (empty) fields, so that every line splits into K columns.
+        lines = ["\t".join([detok(vocab.decode(h.tokens)) for h in r.hypotheses] or [""] * args.n_best)
+                 for r in results]
     else:
         lines = [r.text for r in results]
     text = "".join(line + "\n" for line in lines)

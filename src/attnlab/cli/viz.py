@@ -1,7 +1,8 @@
 """``attnlab viz``: translate (or encode) one sentence and draw its attention as figures and an HTML viewer.
 
-Sources of a model, each a function returning a :class:`Drawn`: ``--hf-model`` (a local Hugging Face folder)
-and ``--checkpoint`` (an attnlab training checkpoint; wired up once the training package exposes a loader).
+Sources of a model, each a function returning a :class:`Drawn`: ``--checkpoint`` (a run or checkpoint folder
+written by ``attnlab train``) and ``--hf-model`` (a local Hugging Face folder). Both translate greedily, then
+run the model once more, teacher-forced on that translation, inside :func:`attnlab.viz.capture.capture`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run a model on one sentence (translating it when the model is an encoder-decoder), capture "
                     "every attention layer and write heatmaps and/or an interactive HTML page.")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", metavar="DIR", help="an attnlab checkpoint directory, e.g. runs/x/best")
+    source.add_argument("--checkpoint", metavar="DIR",
+                        help="an attnlab checkpoint directory (runs/x/best) or a run directory (uses its best/)")
     source.add_argument("--hf-model", metavar="DIR",
                         help="a local Hugging Face model folder (config.json, weights and tokenizer files)")
     p.add_argument("--text", required=True, help="the sentence to translate or encode")
@@ -110,12 +112,31 @@ def _short(text: str, limit: int = 80) -> str:
 
 # -------------------------------------------------------------------------------------------- sources
 def _from_checkpoint(args: argparse.Namespace) -> Drawn:
+    import torch
+
+    from attnlab.data.vocab import BOS_ID
+    from attnlab.pipeline import load_translator
+    from attnlab.viz.capture import capture
+
     path = Path(args.checkpoint)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint directory at {path}; pass the folder written by `attnlab train`, "
                               "e.g. runs/NAME/best")
-    raise ConfigError("attnlab viz --checkpoint is not available in this version yet; use attnlab's Python API "
-                      "(attnlab.capture + attnlab.viz) or --hf-model")
+    translator = load_translator(path)
+    result = translator.translate([args.text], beam_size=1, max_len=args.max_new_tokens)[0]
+    if not result.src_tokens or result.best is None:
+        raise ConfigError(f"--text {args.text!r} gives no source tokens for this model")
+    hyp, vocab = result.best, translator.text.tgt_vocab
+    # Teacher-force the greedy translation once more: row t is the decoder state that emitted output t, so the
+    # rows are labelled with the emitted tokens (and <eos> when the translation ended).
+    emitted = [vocab.id_to_token(i) for i in hyp.tokens] + (["<eos>"] if hyp.ended else [])
+    tgt_in = [BOS_ID, *hyp.tokens][:len(emitted)]
+    model = translator.model
+    device = next(model.parameters()).device
+    src = torch.tensor([translator.text.src_vocab.encode(result.src_tokens)], device=device)  # (1, Ts)
+    with torch.no_grad(), capture(model, src_tokens=result.src_tokens, tgt_tokens=emitted) as maps:
+        model(src, torch.tensor([src.shape[1]], device=device), torch.tensor([tgt_in], device=device))
+    return Drawn(maps, result.text)
 
 
 def _from_hf(args: argparse.Namespace) -> Drawn:

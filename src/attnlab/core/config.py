@@ -125,6 +125,23 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "config") -> C
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def yaml_loads(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a number (YAML 1.2 does; PyYAML's 1.1 rules need a dot)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$|^[-+]?(?:\d[\d_]*)?\.\d+(?:[eE][-+]?\d+)?$"
+                   r"|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+        list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 -- a SafeLoader subclass
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a dict (errors name the file)."""
     import yaml
@@ -135,7 +152,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+        data = yaml_loads(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{p}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from None
     if data is None:

@@ -22,7 +22,7 @@ import unicodedata
 from typing import Any, ClassVar
 
 from attnlab.core.errors import CheckpointError
-from attnlab.data.tokenize import Tokenizer
+from attnlab.data.tokenize import Tokenizer, check_tokenizer_dict
 
 SPACE_TOKEN = "\u2581"  # "▁", as in SentencePiece
 LITERAL_SPACE_TOKEN = "<\u2581>"  # a literal "▁" in the text, so that it is not read back as a space
@@ -42,16 +42,6 @@ _CJK_RANGES = (
     (0xFF00, 0xFFEF),  # half-width and full-width forms (，？！：)
     (0x20000, 0x3134F),  # extensions B-G, compatibility supplement
 )
-
-
-def check_tokenizer_dict(cls: type[Tokenizer], data: dict[str, Any], allowed: set[str]) -> None:
-    """Reject a dict written by another tokenizer kind or with settings this version does not know."""
-    if data.get("kind") != cls.kind:
-        raise CheckpointError(f"{cls.__name__}.from_dict: expected kind {cls.kind!r}, got {data.get('kind')!r}")
-    unknown = set(data) - allowed - {"kind"}
-    if unknown:
-        raise CheckpointError(f"{cls.__name__}.from_dict: unknown settings {sorted(unknown)}; "
-                              f"expected only {sorted(allowed)}")
 
 
 def is_cjk(ch: str) -> bool:

@@ -23,12 +23,13 @@ import hashlib
 import io
 import os
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 from attnlab.core.errors import CheckpointError, ConfigError
-from attnlab.data.chinese import check_tokenizer_dict, contains_cjk
-from attnlab.data.tokenize import Tokenizer
+from attnlab.data.chinese import contains_cjk
+from attnlab.data.tokenize import Tokenizer, check_tokenizer_dict
 
 SPIECE_UNDERLINE = "\u2581"  # "▁", SentencePiece's whitespace marker
 _BYTE_PIECE = re.compile(r"<0x[0-9A-F]{2}>")
@@ -116,6 +117,14 @@ class SentencePieceTokenizer(Tokenizer):
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size})"
 
 
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return False
+    return True
+
+
 def train_sentencepiece(sentences: Iterable[str], vocab_size: int, *,
                         model_type: Literal["bpe", "unigram"] = "bpe",
                         character_coverage: float | None = None,
@@ -160,8 +169,11 @@ def train_sentencepiece(sentences: Iterable[str], vocab_size: int, *,
     model = io.BytesIO()
     try:
         with open(os.devnull, "w") as quiet:
+            # SentencePiece's logstream redirect needs sys.stderr.fileno(); under capture (pytest capsys,
+            # redirect_stderr) there is none, and minloglevel=2 alone keeps its log quiet enough.
+            silence = {"logstream": quiet} if _has_fileno(sys.stderr) else {}
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(data), model_writer=model, logstream=quiet,
+                sentence_iterator=iter(data), model_writer=model, **silence,
                 vocab_size=vocab_size, model_type=model_type, character_coverage=character_coverage,
                 normalization_rule_name=normalization_rule_name, byte_fallback=byte_fallback,
                 split_digits=split_digits, user_defined_symbols=list(user_defined_symbols),

@@ -113,7 +113,7 @@ class WordTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
-        _check_kind(cls, data, {"lower"})
+        check_tokenizer_dict(cls, data, {"lower"})
         return cls(lower=data.get("lower", True))
 
     def __eq__(self, other: object) -> bool:
@@ -156,7 +156,7 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
-        _check_kind(cls, data, set())
+        check_tokenizer_dict(cls, data, set())
         return cls()
 
     def __eq__(self, other: object) -> bool:
@@ -169,7 +169,7 @@ class CharTokenizer(Tokenizer):
         return "CharTokenizer()"
 
 
-def _check_kind(cls: type[Tokenizer], data: dict[str, Any], allowed: set[str]) -> None:
+def check_tokenizer_dict(cls: type[Tokenizer], data: dict[str, Any], allowed: set[str]) -> None:
     """Reject a dict written by another tokenizer kind or with settings this version does not know."""
     if data.get("kind") != cls.kind:
         raise CheckpointError(f"{cls.__name__}.from_dict: expected kind {cls.kind!r}, got {data.get('kind')!r}")

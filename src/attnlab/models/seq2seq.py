@@ -142,7 +142,7 @@ class Seq2Seq(EncoderDecoder):
         # 3. The context, concatenated with the input embedding, drives the RNN one step.
         rnn_input = torch.cat([context, embedded.unsqueeze(1)], dim=-1)  # (B, 1, Hd + E)
         output, hidden = self.decoder(rnn_input, state.hidden)  # (B, 1, Hd)
-        return output[:, 0], Seq2SeqState(hidden, state.memory, state.keys, state.mask), weights
+        return output.squeeze(1), Seq2SeqState(hidden, state.memory, state.keys, state.mask), weights
 
     # ------------------------------------------------------------------------------------- public API
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> Seq2SeqState:
@@ -171,8 +171,9 @@ class Seq2Seq(EncoderDecoder):
         # 2. Decode every position, feeding the reference previous token (teacher forcing).
         embedded = self.dropout(self.tgt_embedding(tgt_in))  # (B, Tt, E)
         outputs, all_weights = [], []
-        for t in range(tgt_in.shape[1]):
-            output, state, weights = self._step(embedded[:, t], state)  # (B, Hd), _, (B, 1, Ts)
+        # unbind (not embedded[:, t]): its backward is one stack, not a zero-filled (B, Tt, E) per step.
+        for step_input in embedded.unbind(1):
+            output, state, weights = self._step(step_input, state)  # (B, Hd), _, (B, 1, Ts)
             outputs.append(output)
             all_weights.append(weights)
         # 3. One projection for all positions.

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from attnlab.core.errors import ConfigError
 from attnlab.core.run_config import RunConfig
 from attnlab.data.batching import BucketedBatches
@@ -55,12 +57,21 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, prog
     out_dir = Path(out_dir)
     start = time.perf_counter()
     text = None
+    if not resume:  # refuse before spending minutes on data preparation (the trainer checks again)
+        taken = [n for n in ("last", "best", "metrics.jsonl") if (out_dir / n).exists()]
+        if taken:
+            raise ConfigError(f"{out_dir} already holds a training run ({taken[0]} exists); resume it with --resume "
+                              f"or choose another output directory")
     if resume:
         ckpt = load_checkpoint(out_dir / "last")
         _check_resumable(cfg, ckpt.config, out_dir)
         text = restore_text_pipeline(ckpt.extra, str(ckpt.path))
     data = prepare_data(cfg.data, text)
-    model = build_model(cfg.model, len(data.text.src_vocab), len(data.text.tgt_vocab))
+    # torch seeds its default generator randomly per process: seed the initialization from the run's seed
+    # (on a forked RNG, so global state is untouched) or the same --seed would give different runs.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model, len(data.text.src_vocab), len(data.text.tgt_vocab))
     params = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %.2fM parameters", cfg.model.kind, params / 1e6)
     batches = BucketedBatches(data.train_examples, cfg.train.tokens_per_batch, seed=cfg.train.seed)

@@ -2,7 +2,7 @@
 
 A checkpoint is a directory::
 
-    meta.json             format name/version, step, the size of every other file (written last)
+    meta.json             format name/version, step, the size and SHA-256 of every other file (written last)
     model.safetensors     model parameters and buffers (tied tensors stored once, see state.json)
     optimizer.safetensors optimizer tensors (AdamW exp_avg, exp_avg_sq, step)
     state.json            optimizer param groups and scalar state, scheduler, step, data position,
@@ -20,6 +20,7 @@ given checkpoint directory at a time.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -276,7 +277,8 @@ def save_checkpoint(directory: str | os.PathLike[str], *, model: nn.Module,
         for name, data in files.items():
             _write_bytes(tmp / name, data)
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "step": step, "created": time.time(),
-                "torch_version": torch.__version__, "files": {name: len(data) for name, data in files.items()}}
+                "torch_version": torch.__version__, "files": {name: len(data) for name, data in files.items()},
+                "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
         _write_json(tmp / META_FILE, meta)  # last: a temp dir with meta.json is complete
         _fsync_dir(tmp)
         if target.exists():
@@ -368,6 +370,11 @@ def _read_meta(path: Path) -> dict[str, Any]:
         if actual != size:
             raise CheckpointError(f"checkpoint {path}: {name} has {actual} bytes, {META_FILE} says {size}; "
                                   f"the file is truncated or was modified")
+    # Same size is not same content: a flipped byte in the weights would load silently without this.
+    for name, digest in (meta.get("sha256") or {}).items():
+        if name in files and hashlib.sha256((path / name).read_bytes()).hexdigest() != digest:
+            raise CheckpointError(f"checkpoint {path}: {name} does not match the SHA-256 in {META_FILE}; the file is "
+                                  f"corrupt or was modified")
     return meta
 
 

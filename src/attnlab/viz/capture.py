@@ -345,8 +345,9 @@ class capture:  # noqa: N801 -- used like a function: ``with capture(model) as m
 
         if t.family == "attnlab":
             def pre(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+                query = args[0] if args else kwargs.get("query")
                 key = args[1] if len(args) > 1 else kwargs.get("key")
-                pending.append((bool(kwargs.get("need_weights", False)), False, key is not None and key is not args[0]))
+                pending.append((bool(kwargs.get("need_weights", False)), False, key is not None and key is not query))
                 return args, {**kwargs, "need_weights": True}
 
             def post(module: nn.Module, args: tuple, kwargs: dict, out: AttentionOutput) -> AttentionOutput:

@@ -10,6 +10,7 @@ Dimension legend: ``L`` layers, ``H`` heads, ``Tq``/``Tk`` query/key length.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,7 +96,8 @@ def _ticks(ax: Axes, axis: str, tokens: list[str], max_labels: int, fontsize: fl
     positions = list(range(0, len(tokens), step))
     text = fonts.labels([tokens[i] for i in positions])
     if axis == "x":
-        ax.set_xticks(positions, text, rotation=90, fontsize=fontsize, parse_math=False)
+        rotation = 0 if max((len(t) for t in text), default=0) <= 2 else 90  # short labels read best upright
+        ax.set_xticks(positions, text, rotation=rotation, fontsize=fontsize, parse_math=False)
     else:
         ax.set_yticks(positions, text, fontsize=fontsize, parse_math=False)
 
@@ -107,6 +109,11 @@ def _default_title(view: AttentionView) -> str:
     if view.num_heads == 1:
         parts.append(view.heads[0])
     return " \N{MIDDLE DOT} ".join(parts)
+
+
+def _wrap(title: str, fig: Figure) -> str:
+    """Break a long title into lines that fit the figure's width (about 10 characters per inch at 12 pt)."""
+    return textwrap.fill(title, width=max(20, int(fig.get_figwidth() * 10)), break_long_words=True)
 
 
 def _single(view: AttentionView, title: str | None, cmap: str, max_labels: int) -> Figure:
@@ -123,7 +130,7 @@ def _single(view: AttentionView, title: str | None, cmap: str, max_labels: int) 
     ylabel, xlabel = _AXIS_NAMES.get(view.kind, ("queries", "keys"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(fonts.renderable(title or _default_title(view)), parse_math=False)
+    ax.set_title(_wrap(fonts.renderable(title or _default_title(view)), fig), parse_math=False)
     fig.colorbar(image, ax=ax, label="attention weight", shrink=min(1.0, max(0.4, Tq / max(Tk, 1))))
     return fig
 
@@ -150,6 +157,6 @@ def _grid(view: AttentionView, title: str | None, cmap: str, max_labels: int) ->
                 _ticks(ax, "x", view.key_tokens, max_labels, fontsize)
             if j == 0:
                 _ticks(ax, "y", view.query_tokens, max_labels, fontsize)
-    fig.suptitle(fonts.renderable(title or _default_title(view)))
+    fig.suptitle(_wrap(fonts.renderable(title or _default_title(view)), fig))
     fig.colorbar(image, ax=axes, label="attention weight", shrink=0.6)
     return fig

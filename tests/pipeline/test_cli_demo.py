@@ -1,0 +1,57 @@
+"""``attnlab demo`` (the main job, shortened to a few steps) and a Multi30k smoke run of ``attnlab train``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import TINY_TRANSFORMER, checkpoint_step, run_cli, snapshot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DATA_DIR = Path("/work/shared/data")
+
+
+@pytest.mark.slow  # ~10 s: the demo recipe's data (20k dates) and decoding of ~1000 held-out dates, twice
+def test_demo_writes_heatmaps_and_reuses_a_finished_run(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    res = run_cli(["demo", "--out", str(out), "--max-steps", "5", "--no-progress"])
+    assert res.rc == 0, res.err
+    for i in range(1, 7):
+        png = out / f"attention-{i}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC, png
+        assert str(png) in res.out
+    html = (out / "attention.html").read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html") and "</html>" in html.lower()
+    assert "held-out accuracy (exact match" in res.out and "trained 5 steps" in res.out
+    assert checkpoint_step(out / "last") == 5 and (out / "best" / "meta.json").is_file()
+
+    checkpoints = {k: v for k, v in snapshot(out).items() if k.startswith(("last/", "best/"))}
+    metrics = (out / "metrics.jsonl").read_bytes()
+    res = run_cli(["demo", "--out", str(out), "--max-steps", "5", "--no-progress"])
+    assert res.rc == 0, res.err
+    assert "continuing" in res.out and "held-out accuracy (exact match" in res.out
+    assert checkpoint_step(out / "last") == 5
+    after = snapshot(out)
+    assert {k: v for k, v in after.items() if k.startswith(("last/", "best/"))} == checkpoints  # not rewritten
+    assert (out / "metrics.jsonl").read_bytes() == metrics  # no step trained
+    assert all((out / f"attention-{i}.png").read_bytes()[:8] == PNG_MAGIC for i in range(1, 7))
+
+
+@pytest.mark.skipif(not (DATA_DIR / "multi30k").is_dir(), reason="needs the Multi30k files in /work/shared/data")
+def test_multi30k_smoke_run_scores_bleu(tmp_path: Path) -> None:
+    out = tmp_path / "m30k"
+    res = run_cli(["train", "--corpus", "multi30k", "--src", "en", "--tgt", "de", "--data-dir", str(DATA_DIR),
+                   "--model", "transformer", *TINY_TRANSFORMER, "--set", "data.max_train=300",
+                   "--set", "data.vocab_size=300", "--set", "decode.max_len=20", "--set", "decode.eval_sentences=5",
+                   "--max-steps", "3", "--no-progress", "--out", str(out)])
+    assert res.rc == 0, res.err
+    assert "BLEU" in res.out
+    beam1 = json.loads((out / "test_results.json").read_text(encoding="utf-8"))["beam1"]
+    assert beam1["sentences"] == 1000  # test_2016_flickr
+    assert 0.0 <= beam1["bleu"] <= 100.0 and 0.0 <= beam1["chrf"] <= 100.0
+    assert beam1["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|")
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["data"]["source"] == "multi30k" and config["train"]["best_metric"] == "val_bleu"
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "val_bleu" in evals[-1] and (out / "best" / "meta.json").is_file()

@@ -1,0 +1,127 @@
+"""``attnlab translate`` and ``attnlab evaluate --checkpoint`` on a trained run; missing, broken, foreign input."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import run_cli
+
+from attnlab.pipeline import load_translator
+
+SOURCES = ["Nov 21, 2026", "", "1 jan 2000", "saturday 21 nov 2026"]
+STDIN = "".join(s + "\n" for s in SOURCES).encode("utf-8")
+
+
+def _expected(run: Path, beam: int) -> list[str]:
+    return [t.text for t in load_translator(run / "best").translate(SOURCES, beam_size=beam)]
+
+
+def test_stdin_to_stdout_one_line_per_input_line(dates_run: Path) -> None:
+    res = run_cli(["translate", "--checkpoint", str(dates_run / "best")], stdin=STDIN)
+    assert res.rc == 0, res.err
+    assert res.out.endswith("\n") and res.out.split("\n")[:-1] == _expected(dates_run, beam=1)
+    assert res.out.split("\n")[1] == ""  # the empty line stays an (empty) line
+
+
+def test_input_and_output_files_and_the_run_directory_itself(dates_run: Path, tmp_path: Path) -> None:
+    src, hyp = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_bytes(STDIN)
+    res = run_cli(["translate", "--checkpoint", str(dates_run), "--input", str(src), "--output", str(hyp)])
+    assert res.rc == 0, res.err
+    assert res.out == ""
+    assert hyp.read_text(encoding="utf-8").split("\n")[:-1] == _expected(dates_run, beam=1)
+
+
+def test_beam_and_n_best(dates_run: Path) -> None:
+    res = run_cli(["translate", "--checkpoint", str(dates_run / "best"), "--beam", "3"], stdin=STDIN)
+    assert res.rc == 0, res.err
+    assert res.out.split("\n")[:-1] == _expected(dates_run, beam=3)
+
+    res = run_cli(["translate", "--checkpoint", str(dates_run / "best"), "--beam", "3", "--n-best", "2"], stdin=STDIN)
+    assert res.rc == 0, res.err
+    lines = res.out.split("\n")[:-1]
+    assert len(lines) == len(SOURCES)
+    assert all(len(line.split("\t")) == 2 for line in lines), lines  # K columns, the empty source included
+    translator = load_translator(dates_run / "best")
+    assert [line.split("\t")[0] for line in lines] == _expected(dates_run, beam=3)
+    second = [translator.text.tgt_tokenizer.detokenize(translator.text.tgt_vocab.decode(r.hypotheses[1].tokens))
+              for r in translator.translate(SOURCES, beam_size=3, n_best=2) if r.hypotheses]
+    assert [line.split("\t")[1] for line, s in zip(lines, SOURCES, strict=True) if s] == second
+
+    res = run_cli(["translate", "--checkpoint", str(dates_run / "best"), "--n-best", "2"], stdin=STDIN)
+    assert res.rc == 2 and "--beam" in res.err
+
+
+def test_invalid_utf8_exits_3_naming_the_line(dates_run: Path, tmp_path: Path) -> None:
+    hyp = tmp_path / "out.txt"
+    res = run_cli(["translate", "--checkpoint", str(dates_run / "best"), "--output", str(hyp)],
+                  stdin=b"Nov 21, 2026\n1 jan 2000\n3 m\xe4rz 1999\n")
+    assert res.rc == 3 and len(res.error_lines()) == 1 and "line 3" in res.error_lines()[0], res.err
+    assert not hyp.exists()
+
+
+def _corrupt(run: Path, tmp_path: Path, how: str) -> Path:
+    if how == "missing":
+        return tmp_path / "no-such-run" / "best"
+    if how == "empty dir":
+        (tmp_path / "empty").mkdir()
+        return tmp_path / "empty"
+    if how == "foreign meta.json":
+        (tmp_path / "foreign").mkdir()
+        (tmp_path / "foreign" / "meta.json").write_text(json.dumps({"name": "something else", "step": 3}))
+        return tmp_path / "foreign"
+    ckpt = tmp_path / "best"
+    shutil.copytree(run / "best", ckpt)
+    model = ckpt / "model.safetensors"
+    data = model.read_bytes()
+    if how == "truncated weights":
+        model.write_bytes(data[: len(data) // 2])
+    elif how == "corrupt weights header":
+        model.write_bytes(data[:8] + b"\xff" * 16 + data[24:])
+    elif how == "not json meta":
+        (ckpt / "meta.json").write_text("{\"format\": ")
+    elif how == "no vocabulary":
+        (ckpt / "extra.json").write_text("{}\n")
+        meta = json.loads((ckpt / "meta.json").read_text())
+        meta["files"]["extra.json"] = 3
+        (ckpt / "meta.json").write_text(json.dumps(meta))
+    return ckpt
+
+
+@pytest.mark.parametrize("how", ["missing", "empty dir", "foreign meta.json", "truncated weights",
+                                 "corrupt weights header", "not json meta", "no vocabulary"])
+def test_bad_checkpoints_exit_4_with_one_line(dates_run: Path, tmp_path: Path, how: str) -> None:
+    ckpt = _corrupt(dates_run, tmp_path, how)
+    res = run_cli(["translate", "--checkpoint", str(ckpt)], stdin=STDIN)
+    assert res.rc == 4, res.err
+    assert res.out == "" and "Traceback" not in res.err
+    assert len(res.error_lines()) == 1 and str(ckpt) in res.error_lines()[0]
+    assert len(res.err.strip().splitlines()) == 1
+
+
+def test_evaluate_prints_bleu_and_chrf_with_signatures(dates_run: Path, tmp_path: Path) -> None:
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    sources = [s for s in SOURCES if s]
+    src.write_text("".join(s + "\n" for s in sources), encoding="utf-8")
+    own = [t.text for t in load_translator(dates_run / "best").translate(sources, beam_size=1)]
+    ref.write_text("".join(s + "\n" for s in own), encoding="utf-8")  # its own output: chrF is 100
+    res = run_cli(["evaluate", "--checkpoint", str(dates_run / "best"), "--src", str(src), "--ref", str(ref),
+                   "--beam", "1"])
+    assert res.rc == 0, res.err
+    assert re.search(r"^BLEU = \d+\.\d\d ", res.out, re.M)
+    assert re.search(r"^chrF2 = 100\.00", res.out, re.M), res.out
+    assert re.search(r"signature: nrefs:1\|case:mixed\|eff:no\|tok:13a\|smooth:exp\|version:", res.out)
+    assert re.search(r"signature: nrefs:1\|case:mixed\|eff:yes\|nc:6\|nw:0\|space:no\|version:", res.out)
+
+    ref.write_text("".join(s + "\n" for s in own[:-1]), encoding="utf-8")
+    res = run_cli(["evaluate", "--checkpoint", str(dates_run / "best"), "--src", str(src), "--ref", str(ref),
+                   "--beam", "1"])
+    assert res.rc == 3 and len(res.error_lines()) == 1 and str(ref) in res.error_lines()[0], res.err
+    assert "BLEU" not in res.out
+
+    res = run_cli(["evaluate", "--checkpoint", str(tmp_path / "nothing"), "--src", str(src), "--ref", str(ref)])
+    assert res.rc == 4
