@@ -33,6 +33,31 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 CORPUS_TRAIN_DEFAULTS = {"best_metric": "val_bleu", "best_mode": "max"}
 
 
+def config_help() -> str:
+    """Every config option with its type, default and help text (the epilog of ``attnlab train --help``)."""
+    import dataclasses
+    import typing
+
+    from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig
+    from attnlab.core.run_config import DataConfig, DecodeConfig
+    from attnlab.core.train_config import TrainConfig
+
+    lines = ["config options (YAML/JSON sections, or --set SECTION.KEY=VALUE):"]
+    for section, cls in (("data", DataConfig), ("model", Seq2SeqConfig), ("model", TransformerConfig),
+                         ("train", TrainConfig), ("decode", DecodeConfig)):
+        hints = typing.get_type_hints(cls)
+        lines.append(f"\n  {section}:" + (f"  ({cls.__name__})" if section == "model" else ""))
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            hint = hints[f.name]
+            if typing.get_origin(hint) is typing.Literal:
+                kind = "|".join(map(str, typing.get_args(hint)))
+            else:
+                kind = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+            lines.append(f"    {f.name} = {default!r}  [{kind}]\n        {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data (override the config file)")
     data.add_argument("--task", choices=["dates", "reverse", "copy", "sort", "hello"],

@@ -38,6 +38,7 @@ def demo_config(max_steps: int | None = None, seed: int | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from attnlab.models.base import AttentionMaps
     from attnlab.pipeline import load_translator, score_pairs, train_run
     from attnlab.viz.heatmap import plot_attention
     from attnlab.viz.html import write_html
@@ -70,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     results = translator.translate(EXAMPLES, return_attention=True)
     for i, tr in enumerate(results, start=1):
         rows = tr.tokens + (["<eos>"] if tr.best is not None and tr.best.ended else [])
-        plot_attention(tr.best.cross_attention, rows, tr.src_tokens, out / f"attention-{i}.png",
-                       title=f"{tr.source!r} -> {tr.text!r}")
+        cross = AttentionMaps(cross=tr.best.cross_attention[None, None, None])  # (L=1, B=1, H=1, Tt, Ts)
+        plot_attention(cross, rows, tr.src_tokens, out / f"attention-{i}.png", title=f"{tr.source!r} -> {tr.text!r}")
         print(f"  {tr.source:<24} -> {tr.text:<12} {out / f'attention-{i}.png'}")
     first = results[0]
-    write_html(first.best.cross_attention, out / "attention.html",
+    write_html(AttentionMaps(cross=first.best.cross_attention[None, None, None]), out / "attention.html",
                query_tokens=first.tokens + (["<eos>"] if first.best.ended else []), key_tokens=first.src_tokens,
                title=f"attnlab demo: {first.source} -> {first.text}")
     print(f"\ninteractive viewer: {out / 'attention.html'}")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from attnlab.cli._run_options import add_run_options, run_config_from_args, saved_run_config
+from attnlab.cli._run_options import add_run_options, config_help, run_config_from_args, saved_run_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a translation model (synthetic task or corpus)",
                        description="Train a model and write OUT/last (latest checkpoint), OUT/best, OUT/config.json "
                                    "and OUT/metrics.jsonl. Ctrl-C saves OUT/last; --resume continues it.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last")
