@@ -88,6 +88,18 @@ def test_missing_best_metric_is_a_clear_error(tmp_path: Path) -> None:
         Trainer(make_model(), cfg, FakeBatches(), tmp_path, evaluate=_scripted([1.0]), progress=False).fit()
 
 
+def test_wall_clock_budget_stops_training_and_accumulates_across_resume(tmp_path: Path) -> None:
+    cfg = tiny_config(max_steps=1000, max_minutes=1e-9)  # any step exceeds the budget
+    result = Trainer(make_model(), cfg, FakeBatches(), tmp_path, progress=False).fit()
+    assert result.stop_reason == "max_minutes" and result.step == 1
+    spent = load_checkpoint(tmp_path / "last").trainer_state["elapsed_s"]
+    assert spent > 0
+    again = Trainer(make_model(), tiny_config(max_steps=1000, max_minutes=1e-9), FakeBatches(), tmp_path,
+                    progress=False).fit(resume=True)
+    assert again.stop_reason == "max_minutes" and again.step == 2
+    assert load_checkpoint(tmp_path / "last").trainer_state["elapsed_s"] > spent
+
+
 def test_max_epochs_and_thread_setting(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     cfg = tiny_config(max_steps=100, max_epochs=2, num_threads=max(1, threads - 1) if threads > 1 else 2)

@@ -34,6 +34,8 @@ class TrainConfig:
     min_lr_ratio: float = option(0.0, help="cosine schedule: final learning rate as a fraction of lr")
     max_steps: int = option(2000, help="stop after this many optimizer steps")
     max_epochs: int | None = option(None, help="also stop after this many passes over the training batches")
+    max_minutes: float | None = option(None, help="also stop after this many minutes of wall-clock training "
+                                                  "(evaluation included, summed over resumes); not reproducible")
     label_smoothing: float = option(0.1, help="label smoothing of the cross-entropy (0 = off)")
     clip_grad_norm: float | None = option(1.0, help="clip the global gradient norm to this value (none = off)")
     eval_every: int = option(200, help="evaluate (and maybe save the best checkpoint) every N steps")
@@ -67,6 +69,8 @@ class TrainConfig:
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "log_every"):
             check_range(owner, name, getattr(self, name), low=1)
+        if self.max_minutes is not None:
+            check_range(owner, "max_minutes", self.max_minutes, low=0.0, low_inclusive=False)
         for name in ("max_epochs", "early_stopping_patience", "num_threads"):
             if getattr(self, name) is not None:
                 check_range(owner, name, getattr(self, name), low=1)

@@ -45,7 +45,7 @@ from attnlab.train.signals import StopSignals, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
-StopReason = Literal["max_steps", "max_epochs", "early_stopping"]
+StopReason = Literal["max_steps", "max_epochs", "max_minutes", "early_stopping"]
 Evaluate = Callable[[EncoderDecoder], Mapping[str, float]]
 
 __all__ = ["BatchSource", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer"]
@@ -109,6 +109,7 @@ class _Counters:
     eval_loss_sum: float = 0.0  # training loss since the last evaluation -> "train_loss"
     eval_tokens: int = 0
     tokens_seen: int = 0
+    elapsed_s: float = 0.0  # wall-clock seconds of training (steps, evaluations, saves), across resumes
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> _Counters:
@@ -257,7 +258,7 @@ class Trainer:
         reason: StopReason | None = None
         empty_passes = 0
         meter = Throughput()
-        start = time.perf_counter()
+        start = self._tick = time.perf_counter()
         while reason is None:
             if cfg.max_epochs is not None and self.batches.epoch >= cfg.max_epochs:
                 reason = "max_epochs"
@@ -334,6 +335,11 @@ class Trainer:
             reason = "early_stopping"
         if reason is None and self.step >= cfg.max_steps:
             reason = "max_steps"
+        now = time.perf_counter()
+        self._counters.elapsed_s += now - self._tick
+        self._tick = now
+        if reason is None and cfg.max_minutes is not None and self._counters.elapsed_s >= 60 * cfg.max_minutes:
+            reason = "max_minutes"  # a wall-clock budget: where it stops depends on the machine's speed
         if reason is None and (self.step % cfg.save_every == 0 or signals.requested):
             self._save(self.last_dir, signals)
         if reason is None and signals.requested:
