@@ -100,6 +100,13 @@ def test_wall_clock_budget_stops_training_and_accumulates_across_resume(tmp_path
     assert load_checkpoint(tmp_path / "last").trainer_state["elapsed_s"] > spent
 
 
+def test_cpu_time_budget_stops_training(tmp_path: Path) -> None:
+    result = Trainer(make_model(), tiny_config(max_steps=1000, max_cpu_minutes=1e-9), FakeBatches(), tmp_path,
+                     progress=False).fit()
+    assert result.stop_reason == "max_cpu_minutes" and result.step == 1
+    assert load_checkpoint(tmp_path / "last").trainer_state["cpu_s"] > 0
+
+
 def test_max_epochs_and_thread_setting(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     cfg = tiny_config(max_steps=100, max_epochs=2, num_threads=max(1, threads - 1) if threads > 1 else 2)

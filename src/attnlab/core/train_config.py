@@ -36,6 +36,9 @@ class TrainConfig:
     max_epochs: int | None = option(None, help="also stop after this many passes over the training batches")
     max_minutes: float | None = option(None, help="also stop after this many minutes of wall-clock training "
                                                   "(evaluation included, summed over resumes); not reproducible")
+    max_cpu_minutes: float | None = option(None, help="also stop after this many minutes of process CPU time (all "
+                                                      "threads; summed over resumes): a budget that does not shrink "
+                                                      "when other jobs share the machine")
     label_smoothing: float = option(0.1, help="label smoothing of the cross-entropy (0 = off)")
     clip_grad_norm: float | None = option(1.0, help="clip the global gradient norm to this value (none = off)")
     eval_every: int = option(200, help="evaluate (and maybe save the best checkpoint) every N steps")
@@ -69,8 +72,9 @@ class TrainConfig:
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "log_every"):
             check_range(owner, name, getattr(self, name), low=1)
-        if self.max_minutes is not None:
-            check_range(owner, "max_minutes", self.max_minutes, low=0.0, low_inclusive=False)
+        for name in ("max_minutes", "max_cpu_minutes"):
+            if getattr(self, name) is not None:
+                check_range(owner, name, getattr(self, name), low=0.0, low_inclusive=False)
         for name in ("max_epochs", "early_stopping_patience", "num_threads"):
             if getattr(self, name) is not None:
                 check_range(owner, name, getattr(self, name), low=1)

@@ -45,7 +45,7 @@ from attnlab.train.signals import StopSignals, TrainingInterrupted
 
 logger = logging.getLogger(__name__)
 
-StopReason = Literal["max_steps", "max_epochs", "max_minutes", "early_stopping"]
+StopReason = Literal["max_steps", "max_epochs", "max_minutes", "max_cpu_minutes", "early_stopping"]
 Evaluate = Callable[[EncoderDecoder], Mapping[str, float]]
 
 __all__ = ["BatchSource", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer"]
@@ -110,6 +110,7 @@ class _Counters:
     eval_tokens: int = 0
     tokens_seen: int = 0
     elapsed_s: float = 0.0  # wall-clock seconds of training (steps, evaluations, saves), across resumes
+    cpu_s: float = 0.0  # process CPU seconds (all threads) of the same, across resumes
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> _Counters:
@@ -259,6 +260,7 @@ class Trainer:
         empty_passes = 0
         meter = Throughput()
         start = self._tick = time.perf_counter()
+        self._cpu_tick = time.process_time()
         while reason is None:
             if cfg.max_epochs is not None and self.batches.epoch >= cfg.max_epochs:
                 reason = "max_epochs"
@@ -335,11 +337,15 @@ class Trainer:
             reason = "early_stopping"
         if reason is None and self.step >= cfg.max_steps:
             reason = "max_steps"
-        now = time.perf_counter()
+        now, cpu_now = time.perf_counter(), time.process_time()
         self._counters.elapsed_s += now - self._tick
-        self._tick = now
+        self._counters.cpu_s += cpu_now - self._cpu_tick
+        self._tick, self._cpu_tick = now, cpu_now
+        # Time budgets: where they stop depends on the machine's speed, so they are not reproducible.
         if reason is None and cfg.max_minutes is not None and self._counters.elapsed_s >= 60 * cfg.max_minutes:
-            reason = "max_minutes"  # a wall-clock budget: where it stops depends on the machine's speed
+            reason = "max_minutes"
+        if reason is None and cfg.max_cpu_minutes is not None and self._counters.cpu_s >= 60 * cfg.max_cpu_minutes:
+            reason = "max_cpu_minutes"
         if reason is None and (self.step % cfg.save_every == 0 or signals.requested):
             self._save(self.last_dir, signals)
         if reason is None and signals.requested:
