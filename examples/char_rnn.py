@@ -8,10 +8,9 @@ predicted character back in, carrying the GRU state, so the whole text must be h
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
+from hello_common import run_main
 from torch import nn
 
 from attnlab.models.rnn import RNNEncoder, RNNState
@@ -71,8 +70,4 @@ def main(epochs: int = 60, seed: int = 0, verbose: bool = True) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.epochs, args.seed)
+    run_main(main, __doc__, epochs=60)

@@ -8,10 +8,8 @@ at. Run: ``python examples/hello_attention_pooling.py``.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from hello_common import CHARS, SOURCE, TARGET, encode, train
+from hello_common import CHARS, SOURCE, TARGET, encode, run_main, train
 from torch import nn
 
 from attnlab.models.classifier import AttentionPooling
@@ -53,8 +51,4 @@ def main(epochs: int = 80, seed: int = 0, verbose: bool = True) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=80)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.epochs, args.seed)
+    run_main(main, __doc__, epochs=80)

@@ -48,3 +48,18 @@ def train(model: nn.Module, inputs: torch.Tensor, *, epochs: int, lr: float = 0.
         if verbose:
             print(f"epoch {epoch:3d}  loss {loss.item():.4f}  {SOURCE!r} -> {prediction!r}")
     return prediction
+
+
+def run_main(main, doc: str | None, *, epochs: int = 60, **choices: list[str]) -> None:
+    """Command line of every example: ``--epochs``, ``--seed`` and any ``--name`` choice, passed to ``main``.
+
+    ``choices`` maps a keyword of ``main`` to its allowed values (the first is the default).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    for name, values in choices.items():
+        parser.add_argument(f"--{name}", choices=values, default=values[0])
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    main(**vars(parser.parse_args()))

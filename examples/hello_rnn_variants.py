@@ -7,10 +7,8 @@ Run: ``python examples/hello_rnn_variants.py --cell gru``.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from hello_common import CHARS, SOURCE, encode, train
+from hello_common import CHARS, SOURCE, encode, run_main, train
 from torch import nn
 
 from attnlab.models.rnn import RNNEncoder
@@ -41,9 +39,4 @@ def main(cell: str = "lstm", epochs: int = 60, seed: int = 0, verbose: bool = Tr
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cell", choices=sorted(CELLS), default="lstm")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.cell, args.epochs, args.seed)
+    run_main(main, __doc__, epochs=60, cell=["lstm", *sorted(set(CELLS) - {"lstm"})])

@@ -6,10 +6,8 @@ linear read-out ``y_t = W_hy h_t``. Run: ``python examples/hello_rnncell.py``.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from hello_common import CHARS, SOURCE, one_hot, train
+from hello_common import CHARS, SOURCE, one_hot, run_main, train
 from torch import nn
 
 
@@ -38,8 +36,4 @@ def main(epochs: int = 60, seed: int = 0, verbose: bool = True) -> str:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    main(args.epochs, args.seed)
+    run_main(main, __doc__, epochs=60)
