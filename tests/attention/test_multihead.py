@@ -304,3 +304,27 @@ def test_trace_records_every_step_in_order_and_is_off_outside():
     assert len(t.steps) == len(names)  # nothing recorded after the block
     table = t.table()
     assert "masked_scores" in table and "(B, H, Tq, Tk)" in table and "(2, 4, 5, 7)" in table
+
+
+@pytest.mark.parametrize("kind", list(_mask_kinds(2, 4, 6, 6)))
+def test_long_sequence_head_group_path_equals_the_standard_path(monkeypatch, kind):
+    from attnlab.attention import multihead
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = torch.randn(2, 6, 16)
+    kwargs = _mask_kinds(2, 4, 6, 6)[kind]
+    expected, _ = mha(x, need_weights=True, **kwargs)
+    monkeypatch.setattr(multihead, "_LONG_SCORES", 1)  # every input counts as long
+    calls = []
+    original = MultiHeadAttention._forward_head_groups
+    monkeypatch.setattr(MultiHeadAttention, "_forward_head_groups",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    with torch.no_grad():
+        grouped, weights = mha(x, **kwargs)
+        cross, _ = mha(x[:, :3], x, valid_lens=torch.tensor([6, 2]))
+    assert calls and weights is None
+    torch.testing.assert_close(grouped, expected, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        monkeypatch.setattr(multihead, "_LONG_SCORES", 10**9)
+        torch.testing.assert_close(cross, mha(x[:, :3], x, valid_lens=torch.tensor([6, 2])).output)

@@ -25,6 +25,10 @@ from attnlab.core.types import AttentionOutput
 # Below this many score entries per (batch, head), plain matmuls beat the fused kernel's fixed overhead
 # on CPU (measured by benchmarks/attention.py; see README).
 _SMALL_SCORES = 40 * 40
+# From this many score entries per (batch, head), inference without weights projects and attends a group of
+# heads at a time, so only one group's Q, K and V exist at once (peak memory; see benchmarks/attention.py).
+_LONG_SCORES = 4096 * 4096
+_HEAD_GROUPS = 4
 
 
 class MultiHeadAttention(nn.Module):
@@ -103,6 +107,10 @@ class MultiHeadAttention(nn.Module):
             ``AttentionOutput(output (B, Tq, D), weights (B, H, Tq, Tk) or None)``.
         """
         tracer = active_trace()
+        if (cache is None and tracer is None and not need_weights and not torch.is_grad_enabled()
+                and query.dim() == 3 and (key is None or key.dim() == 3)
+                and query.shape[1] * (query.shape[1] if key is None else key.shape[1]) >= _LONG_SCORES):
+            return self._forward_head_groups(query, key, value, valid_lens=valid_lens, mask=mask, is_causal=is_causal)
         # 1. Resolve self/cross attention and validate.
         is_self = key is None
         if is_self:
@@ -178,6 +186,46 @@ class MultiHeadAttention(nn.Module):
             tracer.record("merged", merged)
             tracer.record("output", output)
         return AttentionOutput(output, weights if need_weights else None)
+
+    def _forward_head_groups(self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None, *,
+                             valid_lens: torch.Tensor | None, mask: torch.Tensor | None,
+                             is_causal: bool) -> AttentionOutput:
+        """Long-sequence inference: the same result as :meth:`forward`, a group of heads at a time.
+
+        Each group's context is written straight into the merged ``(B, Tq, D)`` buffer, so the peak holds the
+        input, that buffer and one group's Q/K/V -- not all heads' Q/K/V plus a separate context.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        self._check_inputs(query, key, value, static_hit=False)
+        B, Tq, _ = query.shape
+        Tk, H, Dh = key.shape[1], self.num_heads, self.head_dim
+        if mask is not None:
+            check_mask(mask, (B, Tq, Tk) if mask.dim() == 3 else (B, H, Tq, Tk))
+            if mask.dim() == 3:
+                mask = mask.unsqueeze(1)  # (B, 1, Tq, Tk)
+        kernel_causal = is_causal and valid_lens is None and mask is None and Tq == Tk
+        combined = build_mask((B, 1, Tq, Tk), valid_lens=valid_lens, is_causal=is_causal and not kernel_causal,
+                              device=query.device)
+        merged = query.new_empty(B, Tq, H, Dh)  # (B, Tq, H, Dh): the merged heads, filled group by group
+        group = max(1, H // _HEAD_GROUPS)
+        for h0 in range(0, H, group):
+            rows = slice(h0 * Dh, min(H, h0 + group) * Dh)
+            q, k, v = (self._project_rows(x, i, rows).view(B, x.shape[1], -1, Dh).transpose(1, 2)
+                       for i, x in enumerate((query, key, value)))  # (B, g, T, Dh) each
+            group_mask = combined
+            if mask is not None:
+                per_head = mask.dim() == 4 and mask.shape[1] != 1  # (B, H, Tq, Tk): this group's heads only
+                part = mask[:, h0:h0 + group] if per_head else mask
+                group_mask = part if group_mask is None else group_mask & part
+            context = fused_attention(q, k, v, group_mask, is_causal=kernel_causal)  # (B, g, Tq, Dh)
+            merged[:, :, h0:h0 + group] = context.transpose(1, 2)
+        return AttentionOutput(self.out_proj(merged.view(B, Tq, self.d_model)), None)  # (B, Tq, D)
+
+    def _project_rows(self, x: torch.Tensor, i: int, rows: slice) -> torch.Tensor:
+        """Projection ``i`` (0 query, 1 key, 2 value) restricted to output features ``rows``."""
+        weight, bias = self._weight(i)
+        return F.linear(x, weight[rows], None if bias is None else bias[rows])
 
     # --------------------------------------------------------------------------------------- internals
     def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, static_hit: bool) -> None:
