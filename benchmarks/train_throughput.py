@@ -28,7 +28,12 @@ alike. Reported: median over steps of tokens/s (target tokens = non-padding ``tg
 
 Peak memory: each model once more in a fresh subprocess per size and dtype, on the largest sampled batch:
 peak RSS (``VmHWM``) of one training step after a warm-up step (so AdamW's moments already exist), as the
-rise above the resident size just before the step, and the process's absolute peak.
+rise above the resident size just before the step, and the process's absolute peak (glibc's default
+allocator settings, also under ``--keep-freed-memory``).
+
+``--keep-freed-memory`` (glibc ``mallopt``, see :func:`keep_freed_memory`) stops the allocator from handing
+the logits-sized blocks back to the kernel after every step; on this VM re-faulting them in costs up to a
+third of a step, for both models alike.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,8 +145,10 @@ class TorchReference(nn.Module):
 # ------------------------------------------------------------------------------------------ the steps
 @dataclass
 class Candidates:
-    attnlab: object  # callable(batch) -> None
-    torch: object
+    """One training step of each model on a given batch."""
+
+    attnlab: Callable[[Batch], None]
+    torch: Callable[[Batch], None]
 
 
 def make_candidates(size: str, vocab: int, bf16: bool, norm_first: bool, workdir: Path) -> Candidates:
@@ -234,10 +242,8 @@ _MEM_CHILD = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
 import train_throughput as tt
-which, size, bf16, norm_first, vocab, path, threads, keep = sys.argv[2:10]
+which, size, bf16, norm_first, vocab, path, threads = sys.argv[2:9]
 torch.set_num_threads(int(threads))
-if keep == "1":
-    tt.keep_freed_memory()
 batch = torch.load(path, weights_only=False)
 with __import__("tempfile").TemporaryDirectory() as tmp:
     cands = tt.make_candidates(size, int(vocab), bf16 == "1", norm_first == "1", __import__("pathlib").Path(tmp))
@@ -257,9 +263,10 @@ print(json.dumps({"step_mib": (peak - before) / 1024, "peak_mib": peak / 1024}))
 
 
 def peak_memory(which: str, size: str, bf16: bool, norm_first: bool, vocab: int, batch_path: Path,
-                threads: int, keep: bool) -> dict[str, float]:
+                threads: int) -> dict[str, float]:
+    """Always with glibc's default allocator settings (``--keep-freed-memory`` would hide the step's peak)."""
     args = [sys.executable, "-c", _MEM_CHILD, str(Path(__file__).resolve().parent), which, size, str(int(bf16)),
-            str(int(norm_first)), str(vocab), str(batch_path), str(threads), str(int(keep))]
+            str(int(norm_first)), str(vocab), str(batch_path), str(threads)]
     res = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -317,6 +324,7 @@ def main() -> None:
     all_tokens = [t + int(b.src_lens.sum()) for t, b in zip(tgt_tokens, timed, strict=True)]
     print(f"# timed batches: median {statistics.median(tgt_tokens):.0f} target / "
           f"{statistics.median(all_tokens):.0f} source+target tokens per batch")
+    load_start = os.getloadavg()[0]
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -339,8 +347,7 @@ def main() -> None:
                 row["ratio"] = statistics.median(b / a for a, b in zip(times["attnlab"], times["torch"], strict=True))
                 if not args.no_memory:
                     for name in ("attnlab", "torch"):
-                        row[f"{name}_mem"] = peak_memory(name, size, bf16, norm_first, vocab, batch_path, args.threads,
-                                                         args.keep_freed_memory)
+                        row[f"{name}_mem"] = peak_memory(name, size, bf16, norm_first, vocab, batch_path, args.threads)
                 rows.append(row)
                 print(f"  measured {size} {dtype}: ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
 
@@ -360,6 +367,11 @@ def main() -> None:
         print(line)
     print(f"\nratio = median over batches of t_torch / t_attnlab (> 1: attnlab faster); "
           f"worst {min(r['ratio'] for r in rows):.2f}")
+    load_end = os.getloadavg()[0]
+    # This run itself accounts for about --threads of the load; well above that, other processes competed.
+    print(f"1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end ({os.cpu_count()} CPUs)"
+          + ("; other processes competed for the cores: absolute tokens/s are low, the ratios still compare"
+             if max(load_start, load_end) > args.threads + 1 else ""))
     for size in sizes:
         by = {r["dtype"]: r for r in rows if r["size"] == size}
         if "fp32" in by and "bf16" in by:

@@ -61,6 +61,8 @@ def test_recipe_loads_and_names_its_corpus(name):
     assert (cfg.train.best_metric, cfg.train.best_mode) == ("val_bleu", "max")
     assert 0 < cfg.decode.eval_sentences <= 500
     assert cfg.train.max_steps > cfg.train.warmup_steps > 0
+    # The recipes are sized for 60 minutes on 2 CPU cores, with a wall-clock backstop.
+    assert cfg.train.num_threads == 2 and cfg.train.max_minutes == 60
     # The saved form round-trips (it is written to config.json and every checkpoint).
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
