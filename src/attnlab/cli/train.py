@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.pipeline import load_translator, score_pairs, train_run
+    from attnlab.train.allocator import keep_freed_memory
 
+    keep_freed_memory()
     saved = saved_run_config(args.out) if args.resume else None
     cfg = run_config_from_args(args, saved=saved)
     result = train_run(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
