@@ -74,16 +74,24 @@ def time_shapes(repeats: int, shapes: list[tuple[int, int, int, int]]) -> list[d
 
 
 _MEM_CHILD = r"""
-import json, resource, sys, torch
+import json, sys, torch
 torch.set_num_threads(int(sys.argv[2]))
 which, T, D, H = sys.argv[1], 8192, 512, 8
 torch.manual_seed(0)
 from attnlab.attention import MultiHeadAttention
+
+def status(field):  # kB -> MiB, from the kernel's accounting of this process
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+
 m = MultiHeadAttention(D, H).eval()
 with torch.no_grad():  # warm the kernels on a small input so one-time allocations are not counted
     m(torch.randn(1, 256, D))
     torch.nn.functional.scaled_dot_product_attention(*torch.randn(3, 1, H, 256, D // H))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current resident size
+base = status("VmRSS")
 with torch.no_grad():
     if which == "attnlab":
         x = torch.randn(1, T, D)
@@ -91,8 +99,7 @@ with torch.no_grad():
     else:
         q, k, v = (torch.randn(1, H, T, D // H) for _ in range(3))
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_mib": (peak - base) / 1024}))
+print(json.dumps({"peak_mib": status("VmHWM") - base}))
 """
 
 

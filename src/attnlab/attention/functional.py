@@ -116,11 +116,13 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     k, v = zero_unreachable(k, v, mask)
-    scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
-    if tracer is not None:
+    if tracer is None:
+        # Scale Q (Tq x Dh), not the scores (Tq x Tk): one less score-sized buffer to allocate and fill.
+        scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+    else:  # the two steps separately, so a learner sees both
+        scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
         tracer.record("scores", scores)
-    scores = scores * scale  # (B, H, Tq, Tk)
-    if tracer is not None:
+        scores = scores * scale  # (B, H, Tq, Tk)
         tracer.record("scaled_scores", scores)
         if mask is not None:
             tracer.record("masked_scores", fill_masked(scores, mask))

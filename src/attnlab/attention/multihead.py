@@ -22,9 +22,10 @@ from attnlab.attention.masks import check_mask
 from attnlab.attention.trace import active_trace
 from attnlab.core.types import AttentionOutput
 
-# Below this many score entries per (batch, head), plain matmuls beat the fused kernel's fixed overhead
-# on CPU (measured by benchmarks/attention.py; see README).
-_SMALL_SCORES = 40 * 40
+# Score matrices up to this size (entries per batch row and head) take the explicit path even without weights.
+# 0: measured on this project's 2-core CPU, the fused kernel was never slower by more than noise (T = 4..16) and
+# clearly faster from T = 32 (README, "Attention speed"); kept as a knob for other machines.
+_SMALL_SCORES = 0
 # From this many score entries per (batch, head), inference without weights projects and attends a group of
 # heads at a time, so only one group's Q, K and V exist at once (peak memory; see benchmarks/attention.py).
 _LONG_SCORES = 4096 * 4096
