@@ -17,7 +17,7 @@ EXAMPLES = ["21 November 2026", "Nov 21, 2026", "saturday 21 nov 2026", "21/11/2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train a Bahdanau-attention model on dates and draw its attention (~3 min)",
+    p = sub.add_parser("demo", help="train a Bahdanau-attention model on dates and draw its attention (about a minute)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     p.add_argument("--out", default="runs/demo", metavar="DIR",
                    help="run directory; a finished demo there is reused, an unfinished one resumed (default runs/demo)")
