@@ -18,7 +18,7 @@ from attnlab.models.base import EncoderDecoder
 from attnlab.models.build import build_model
 from attnlab.pipeline.validate import make_evaluator
 from attnlab.train.checkpoint import load_checkpoint
-from attnlab.train.trainer import Trainer, TrainResult
+from attnlab.train.trainer import Trainer, TrainResult, check_fresh_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,8 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, prog
     out_dir = Path(out_dir)
     start = time.perf_counter()
     text = None
-    if not resume:  # refuse before spending minutes on data preparation (the trainer checks again)
-        taken = [n for n in ("last", "best", "metrics.jsonl") if (out_dir / n).exists()]
-        if taken:
-            raise ConfigError(f"{out_dir} already holds a training run ({taken[0]} exists); resume it with --resume "
-                              f"or choose another output directory")
+    if not resume:  # refuse before spending minutes on data preparation
+        check_fresh_run_dir(out_dir)
     if resume:
         ckpt = load_checkpoint(out_dir / "last")
         _check_resumable(cfg, ckpt.config, out_dir)

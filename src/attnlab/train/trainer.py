@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 StopReason = Literal["max_steps", "max_epochs", "max_minutes", "max_cpu_minutes", "early_stopping"]
 Evaluate = Callable[[EncoderDecoder], Mapping[str, float]]
 
-__all__ = ["BatchSource", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer"]
+__all__ = ["BatchSource", "check_fresh_run_dir", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer"]
 
 
 class BatchSource(Protocol):
@@ -127,6 +127,14 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": g, "weight_decay": wd} for g, wd in ((decay, config.weight_decay), (no_decay, 0.0)) if g]
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def check_fresh_run_dir(out_dir: str | Path) -> None:
+    """Raise :class:`ConfigError` if ``out_dir`` already holds a training run (a fresh run must not overwrite it)."""
+    for name in ("last", "best", "metrics.jsonl"):
+        if (Path(out_dir) / name).exists():
+            raise ConfigError(f"{out_dir} already holds a training run ({name} exists); resume it with --resume "
+                              f"or choose another output directory")
 
 
 class Trainer:
@@ -236,10 +244,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------- internals
 
     def _start_fresh(self) -> None:
-        for name in ("last", "best", "metrics.jsonl"):
-            if (self.out_dir / name).exists():
-                raise ConfigError(f"{self.out_dir} already holds a training run ({name} exists); resume it with "
-                                  f"--resume or choose another output directory")
+        check_fresh_run_dir(self.out_dir)
         seed = self.config.seed
         torch.manual_seed(seed)
         random.seed(seed)
