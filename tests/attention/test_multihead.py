@@ -130,6 +130,28 @@ def test_fused_path_equals_explicit_path_under_every_mask_kind(T, kind):
         assert empty_rows[0].all()  # batch row 0 has no keys: zero weights everywhere
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", list(_mask_kinds(3, 4, 6, 6)))
+def test_inference_weights_path_in_place_softmax_equals_the_autograd_path(kind, dtype):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).to(dtype).eval()
+    x = torch.randn(3, 6, 16, dtype=dtype)
+    kwargs = _mask_kinds(3, 4, 6, 6)[kind]
+    with torch.no_grad():
+        kept = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        x_before = x.clone()
+        out, weights = mha(x, need_weights=True, **kwargs)  # softmax written over the scores
+        assert torch.equal(x, x_before) and all(torch.equal(kept[k], v) for k, v in kwargs.items()
+                                                if isinstance(v, torch.Tensor))
+    ref_out, ref_weights = mha(x, need_weights=True, **kwargs)  # parameters need grad: a fresh softmax buffer
+    assert ref_weights.requires_grad and not weights.requires_grad
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
+    torch.testing.assert_close(weights, ref_weights, rtol=0, atol=0)
+    allowed = weights > 0
+    if kind in ("lens", "causal_lens"):
+        assert not allowed[0].any()  # fully masked batch row: zeros, not a uniform row
+
+
 @pytest.mark.parametrize("dtype,atol", [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
 def test_fused_equals_explicit_in_half_precision_within_documented_bounds(dtype, atol):
     torch.manual_seed(0)
@@ -306,12 +328,15 @@ def test_trace_records_every_step_in_order_and_is_off_outside():
     assert "masked_scores" in table and "(B, H, Tq, Tk)" in table and "(2, 4, 5, 7)" in table
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kind", list(_mask_kinds(2, 4, 6, 6)))
-def test_long_sequence_head_group_path_equals_the_standard_path(monkeypatch, kind):
+def test_long_sequence_head_group_path_equals_the_standard_path(monkeypatch, kind, bias):
     from attnlab.attention import multihead
 
     torch.manual_seed(0)
-    mha = MultiHeadAttention(16, 4).eval()
+    mha = MultiHeadAttention(16, 4, bias=bias).eval()
+    if bias:
+        nn.init.normal_(mha.out_proj.bias)
     x = torch.randn(2, 6, 16)
     kwargs = _mask_kinds(2, 4, 6, 6)[kind]
     expected, _ = mha(x, need_weights=True, **kwargs)

@@ -208,6 +208,9 @@ class MultiHeadAttention(nn.Module):
         kernel_causal = is_causal and valid_lens is None and mask is None and Tq == Tk
         combined = build_mask((B, 1, Tq, Tk), valid_lens=valid_lens, is_causal=is_causal and not kernel_causal,
                               device=query.device)
+        # Both big buffers exist before any per-group tensor: later allocations then reuse the memory the groups
+        # free, instead of landing above it (glibc keeps freed heap memory resident, so it would count).
+        output = query.new_empty(B * Tq, self.d_model)  # (B*Tq, D): the output projection writes here
         merged = query.new_empty(B, Tq, H, Dh)  # (B, Tq, H, Dh): the merged heads, filled group by group
         group = max(1, H // _HEAD_GROUPS)
         for h0 in range(0, H, group):
@@ -221,7 +224,13 @@ class MultiHeadAttention(nn.Module):
                 group_mask = part if group_mask is None else group_mask & part
             context = fused_attention(q, k, v, group_mask, is_causal=kernel_causal)  # (B, g, Tq, Dh)
             merged[:, :, h0:h0 + group] = context.transpose(1, 2)
-        return AttentionOutput(self.out_proj(merged.view(B, Tq, self.d_model)), None)  # (B, Tq, D)
+        flat = merged.view(B * Tq, self.d_model)
+        weight, bias = self.out_proj.weight, self.out_proj.bias
+        if bias is None:
+            torch.mm(flat, weight.t(), out=output)
+        else:
+            torch.addmm(bias, flat, weight.t(), out=output)
+        return AttentionOutput(output.view(B, Tq, self.d_model), None)  # (B, Tq, D)
 
     def _project_rows(self, x: torch.Tensor, i: int, rows: slice) -> torch.Tensor:
         """Projection ``i`` (0 query, 1 key, 2 value) restricted to output features ``rows``."""
