@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,33 @@ def test_evaluation_does_not_shift_the_training_random_streams(tmp_path: Path) -
         Trainer(model, cfg, FakeBatches(), tmp_path / str(i), evaluate=evaluate, progress=False).fit()
         params.append(list(model.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(*params, strict=True))
+
+
+def test_keep_snapshots_keeps_the_newest_n_weights_and_resume_adds_to_them(tmp_path: Path) -> None:
+    from attnlab.train.trainer import list_snapshots
+
+    out = tmp_path / "run"
+    cfg = tiny_config(max_steps=12, save_every=3, keep_snapshots=2)
+    Trainer(make_model(), cfg, FakeBatches(), out, progress=False, extra_state={"vocab": ["a"]}).fit()
+    kept = list_snapshots(out / "snapshots")
+    assert [p.name for p in kept] == ["step-0000009", "step-0000012"]
+    last = load_checkpoint(out / "last")
+    snap = load_checkpoint(kept[-1])
+    assert snap.step == 12 and snap.optimizer_state is None and snap.extra == {"vocab": ["a"]}
+    assert snap.config == last.config
+    assert all(torch.equal(snap.model_state[k], v) for k, v in last.model_state.items())
+    assert not torch.equal(load_checkpoint(kept[0]).model_state["out.weight"], last.model_state["out.weight"])
+    longer = tiny_config(max_steps=14, save_every=3, keep_snapshots=2)
+    Trainer(make_model(), longer, FakeBatches(), out, progress=False).fit(resume=True)
+    assert [p.name for p in list_snapshots(out / "snapshots")] == ["step-0000012", "step-0000014"]
+    shutil.rmtree(out / "last")
+    shutil.rmtree(out / "best")
+    (out / "metrics.jsonl").unlink()
+    with pytest.raises(ConfigError, match="snapshots exists"):  # snapshots alone still mark an occupied run dir
+        Trainer(make_model(), cfg, FakeBatches(), out, progress=False).fit()
+
+
+def test_no_snapshots_by_default(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    Trainer(make_model(), tiny_config(max_steps=6, save_every=3), FakeBatches(), out, progress=False).fit()
+    assert not (out / "snapshots").exists()

@@ -43,6 +43,9 @@ class TrainConfig:
     clip_grad_norm: float | None = option(1.0, help="clip the global gradient norm to this value (none = off)")
     eval_every: int = option(200, help="evaluate (and maybe save the best checkpoint) every N steps")
     save_every: int = option(200, help="save the latest checkpoint to OUT/last every N steps")
+    keep_snapshots: int = option(0, help="also keep the model weights of the last N saves of OUT/last (every "
+                                         "save_every steps and the final step) in OUT/snapshots/step-NNNNNNN, "
+                                         "for checkpoint averaging with `attnlab average` (0 = off)")
     early_stopping_patience: int | None = option(None, help="stop after this many evaluations without "
                                                             "improvement of best_metric (none = off)")
     best_metric: str = option("val_loss", help="evaluation metric that selects OUT/best ('train_loss' is always "
@@ -70,6 +73,7 @@ class TrainConfig:
         check_range(owner, "weight_decay", self.weight_decay, low=0.0)
         check_range(owner, "warmup_steps", self.warmup_steps, low=0)
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
+        check_range(owner, "keep_snapshots", self.keep_snapshots, low=0)
         for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "log_every"):
             check_range(owner, name, getattr(self, name), low=1)
         for name in ("max_minutes", "max_cpu_minutes"):

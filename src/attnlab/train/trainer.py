@@ -6,6 +6,8 @@ One run lives in an output directory::
     OUT/metrics.jsonl   one JSON record per logging step (``"kind": "train"``) and evaluation (``"eval"``)
     OUT/last/           the latest checkpoint (every ``save_every`` steps, at the end, on Ctrl-C/SIGTERM)
     OUT/best/           the checkpoint with the best ``best_metric`` so far
+    OUT/snapshots/      with ``keep_snapshots: N``: the model weights of the last N saves of ``last``, one
+                        inference-only checkpoint per step (``step-0004400``), for checkpoint averaging
 
 Exact resume: a checkpoint holds everything the next step depends on -- parameters, AdamW moments, the
 schedule step, the RNG states (dropout), the data position inside the epoch and the trainer's own
@@ -21,6 +23,7 @@ import dataclasses
 import logging
 import math
 import random
+import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -48,7 +51,8 @@ logger = logging.getLogger(__name__)
 StopReason = Literal["max_steps", "max_epochs", "max_minutes", "max_cpu_minutes", "early_stopping"]
 Evaluate = Callable[[EncoderDecoder], Mapping[str, float]]
 
-__all__ = ["BatchSource", "check_fresh_run_dir", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer"]
+__all__ = ["BatchSource", "check_fresh_run_dir", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer",
+           "list_snapshots", "snapshot_name"]
 
 
 class BatchSource(Protocol):
@@ -129,9 +133,24 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 
+def snapshot_name(step: int) -> str:
+    """Directory name of the snapshot of ``step`` (zero-padded, so names sort by step)."""
+    return f"step-{step:07d}"
+
+
+def list_snapshots(root: str | Path) -> list[Path]:
+    """The snapshot checkpoints under ``root`` (``OUT/snapshots``), oldest step first; ``[]`` if there are none."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit()
+             and (p / "meta.json").exists()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
 def check_fresh_run_dir(out_dir: str | Path) -> None:
     """Raise :class:`ConfigError` if ``out_dir`` already holds a training run (a fresh run must not overwrite it)."""
-    for name in ("last", "best", "metrics.jsonl"):
+    for name in ("last", "best", "snapshots", "metrics.jsonl"):
         if (Path(out_dir) / name).exists():
             raise ConfigError(f"{out_dir} already holds a training run ({name} exists); resume it with --resume "
                               f"or choose another output directory")
@@ -411,6 +430,17 @@ class Trainer:
                             trainer_state=dataclasses.asdict(self._counters))
         if directory == self.last_dir:
             self._saved_step = self.step
+            if self.config.keep_snapshots:
+                self._snapshot(signals)
+
+    def _snapshot(self, signals: StopSignals) -> None:
+        """Keep the model weights of this step in ``OUT/snapshots`` and drop all but the newest ``keep_snapshots``."""
+        root = self.out_dir / "snapshots"
+        with signals.critical():
+            save_checkpoint(root / snapshot_name(self.step), model=self.model, step=self.step,
+                            config=self.run_config, extra=self.extra_state)
+        for old in list_snapshots(root)[:-self.config.keep_snapshots]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _result(self, reason: StopReason) -> TrainResult:
         c = self._counters
