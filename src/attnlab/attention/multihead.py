@@ -29,7 +29,10 @@ _SMALL_SCORES = 0
 # From this many score entries per (batch, head), inference without weights projects and attends a group of
 # heads at a time, so only one group's Q, K and V exist at once (peak memory; see benchmarks/attention.py).
 _LONG_SCORES = 4096 * 4096
-_HEAD_GROUPS = 4
+# Heads attended together on that path. One at a time measured lowest (benchmarks/attention.py, 8192 tokens,
+# 8 heads): peak 64-71 MiB with glibc's default allocator vs 85 MiB two heads at a time, SDPA alone 64 MiB;
+# the per-head projections cost little next to the T^2 attention.
+_GROUP_HEADS = 1
 
 
 class MultiHeadAttention(nn.Module):
@@ -212,7 +215,7 @@ class MultiHeadAttention(nn.Module):
         # free, instead of landing above it (glibc keeps freed heap memory resident, so it would count).
         output = query.new_empty(B * Tq, self.d_model)  # (B*Tq, D): the output projection writes here
         merged = query.new_empty(B, Tq, H, Dh)  # (B, Tq, H, Dh): the merged heads, filled group by group
-        group = max(1, H // _HEAD_GROUPS)
+        group = min(H, _GROUP_HEADS)
         for h0 in range(0, H, group):
             rows = slice(h0 * Dh, min(H, h0 + group) * Dh)
             q, k, v = (self._project_rows(x, i, rows).view(B, x.shape[1], -1, Dh).transpose(1, 2)
