@@ -5,8 +5,9 @@ Run: .venv/bin/python benchmarks/attention.py [--threads 2] [--repeats 15] [--qu
 Both modules share the same weights; inputs are batch-first fp32. "fast" = need_weights=False; "weights" =
 per-head weights returned (nn: need_weights=True, average_attn_weights=False). Forward is timed in eval
 mode under no_grad (where nn.MultiheadAttention may take its native fused path); forward+backward in
-train mode with dropout 0. Ratios < 1 mean attnlab is faster. It then measures the peak memory of one
-8192-token self-attention on attnlab's fast path against SDPA alone, each in a fresh subprocess.
+train mode with dropout 0. Ratios < 1 mean attnlab is faster. It then times attnlab's fast path with SDPA against
+the plain matmul path at short sequences, and measures the peak memory of one 8192-token self-attention on
+attnlab's fast path against SDPA alone, each in a fresh subprocess.
 """
 
 from __future__ import annotations
@@ -70,6 +71,47 @@ def time_shapes(repeats: int, shapes: list[tuple[int, int, int, int]]) -> list[d
                 rows.append({"shape": f"({batch}, {seq}, {d_model}, {heads})", "path": path, "mode": mode,
                              "attnlab_ms": 1e3 * t["attnlab"], "torch_ms": 1e3 * t["torch"],
                              "ratio": t["attnlab"] / t["torch"]})
+    return rows
+
+
+def _kernel_call(module: nn.Module, x: torch.Tensor, threshold: int, train: bool):
+    from attnlab.attention import multihead
+
+    def run():
+        multihead._SMALL_SCORES = threshold  # score matrices up to this size take the plain matmul path
+        module.train(train)
+        if train:
+            module(x).output.sum().backward()
+        else:
+            with torch.no_grad():
+                module(x)
+    return run
+
+
+KERNEL_SHAPES = [(256, 8), (128, 16), (64, 32), (32, 64), (16, 128)]  # (batch, seq): 2,048 tokens each
+
+
+def time_kernels(repeats: int, shapes: list[tuple[int, int]], d_model: int = 512, heads: int = 8) -> list[dict]:
+    """attnlab's fast path with SDPA (the default) against the plain matmul path, which the module takes for score
+    matrices up to ``multihead._SMALL_SCORES`` entries: the measurement behind that threshold."""
+    from attnlab.attention import multihead
+
+    saved = multihead._SMALL_SCORES
+    rows = []
+    try:
+        for batch, seq in shapes:
+            torch.manual_seed(0)
+            module = MultiHeadAttention(d_model, heads)
+            x = torch.randn(batch, seq, d_model)
+            xg = x.clone().requires_grad_(True)
+            for mode, train in (("forward", False), ("forward+backward", True)):
+                fns = {name: _kernel_call(module, xg if train else x, threshold, train)
+                       for name, threshold in (("sdpa", 0), ("matmul", 10**9))}
+                t = median_times(fns, repeats=repeats)
+                rows.append({"shape": f"({batch}, {seq})", "mode": mode, "sdpa_ms": 1e3 * t["sdpa"],
+                             "matmul_ms": 1e3 * t["matmul"], "ratio": t["matmul"] / t["sdpa"]})
+    finally:
+        multihead._SMALL_SCORES = saved
     return rows
 
 
@@ -138,6 +180,11 @@ def main() -> None:
               f"{r['ratio']:.2f} |")
     worst = max(r["ratio"] for r in rows)
     print(f"\nworst ratio (attnlab / torch): {worst:.2f}")
+    print("\nfast path kernels, d_model 512, 8 heads: SDPA (used) against the plain matmul path")
+    print("| (batch, seq) | mode | SDPA ms | matmul ms | matmul / SDPA |")
+    print("|---|---|---:|---:|---:|")
+    for r in time_kernels(3 if args.quick else args.repeats, KERNEL_SHAPES[:2] if args.quick else KERNEL_SHAPES):
+        print(f"| {r['shape']} | {r['mode']} | {r['sdpa_ms']:.2f} | {r['matmul_ms']:.2f} | {r['ratio']:.2f} |")
     if not args.quick:
         print("\npeak memory, one 8192-token self-attention (1 batch, 8 heads, head dim 64, no_grad), inputs included:")
         print("| allocator | attnlab fast path MiB | SDPA alone MiB | ratio |")

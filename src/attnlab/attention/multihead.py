@@ -194,7 +194,7 @@ class MultiHeadAttention(nn.Module):
     def _forward_head_groups(self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None, *,
                              valid_lens: torch.Tensor | None, mask: torch.Tensor | None,
                              is_causal: bool) -> AttentionOutput:
-        """Long-sequence inference: the same result as :meth:`forward`, a group of heads at a time.
+        """Long-sequence inference: the same result as :meth:`forward`, one group of heads (``_GROUP_HEADS``) at a time.
 
         Each group's context is written straight into the merged ``(B, Tq, D)`` buffer, so the peak holds the
         input, that buffer and one group's Q/K/V -- not all heads' Q/K/V plus a separate context.
