@@ -42,10 +42,7 @@ def _sources(args: argparse.Namespace) -> list[Path]:
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.pipeline import average_checkpoints
-    from attnlab.train.checkpoint import load_checkpoint
 
-    sources = _sources(args)
-    out = average_checkpoints(sources, args.out)
-    steps = load_checkpoint(out).extra["averaged_from"]
-    print(f"averaged {len(steps)} checkpoints (steps {', '.join(str(s['step']) for s in steps)}) -> {out}")
+    steps = average_checkpoints(_sources(args), args.out)  # no second read of what was just written
+    print(f"averaged {len(steps)} checkpoints (steps {', '.join(map(str, steps))}) -> {args.out}")
     return 0

@@ -9,7 +9,6 @@ Keep the checkpoints to average with ``train.keep_snapshots`` (see :class:`attnl
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +17,6 @@ import torch
 from attnlab.core.errors import CheckpointError
 from attnlab.pipeline.load import load_translator
 from attnlab.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-
-log = logging.getLogger(__name__)
 
 __all__ = ["average_checkpoints", "mean_state"]
 
@@ -62,12 +59,13 @@ def _check_compatible(ckpts: Sequence[Checkpoint]) -> None:
                                       f"{ref.path} has {tuple(ref.model_state[name].shape)}")
 
 
-def average_checkpoints(sources: Sequence[str | Path], out: str | Path) -> Path:
+def average_checkpoints(sources: Sequence[str | Path], out: str | Path) -> list[int]:
     """Write to ``out`` a checkpoint whose weights are the mean of the ``sources``' weights.
 
     ``sources`` are checkpoint directories of one run (at least two; order does not matter, the one with the
     highest step gives the config, tokenizers and step of the result). The result holds no optimizer state (it
-    is for inference) and lists its sources under ``averaged_from`` in ``extra.json``.
+    is for inference) and lists its sources under ``averaged_from`` in ``extra.json``. Returns the steps of
+    the averaged checkpoints, oldest first.
 
     Raises:
         CheckpointError: fewer than two sources, an unreadable one, sources of different models, or an existing
@@ -88,5 +86,4 @@ def average_checkpoints(sources: Sequence[str | Path], out: str | Path) -> Path:
     translator.model.load_state_dict(averaged, strict=True)
     extra = {**newest.extra, "averaged_from": [{"path": str(c.path), "step": c.step} for c in ckpts]}
     save_checkpoint(out, model=translator.model, step=newest.step, config=newest.config, extra=extra)
-    log.info("averaged %d checkpoints (steps %s) -> %s", len(ckpts), ", ".join(str(c.step) for c in ckpts), out)
-    return out
+    return [c.step for c in ckpts]
