@@ -22,13 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _sources(args: argparse.Namespace) -> list[Path]:
-    from attnlab.train.trainer import list_snapshots
+    from attnlab.train.trainer import SNAPSHOTS_DIR, list_snapshots
 
     if args.last is not None and args.last < 2:
         raise ConfigError(f"--last must be at least 2 (averaging one checkpoint changes nothing), got {args.last}")
     if len(args.sources) == 1 and not (args.sources[0] / "meta.json").exists():
         run_dir = args.sources[0]
-        snapshots = list_snapshots(run_dir / "snapshots")
+        snapshots = list_snapshots(run_dir / SNAPSHOTS_DIR)
         if not snapshots:
             raise CheckpointError(f"{run_dir}: neither a checkpoint nor a run directory with snapshots; train with "
                                   f"--set train.keep_snapshots=5 to keep checkpoints to average, or list "

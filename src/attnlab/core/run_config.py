@@ -89,7 +89,8 @@ class DecodeConfig:
     max_len: int | None = option(None, help="longest output in tokens (default: 2 * source length + 10)")
     batch_size: int = option(64, help="sentences decoded together")
     eval_sentences: int = option(500, help="validation sentences decoded (greedy) at every evaluation to score "
-                                           "exact match / BLEU; 0 = loss only")
+                                           "exact match / BLEU, spread evenly over the validation set; "
+                                           "0 = loss only")
 
     def __post_init__(self) -> None:
         validate_types(self)

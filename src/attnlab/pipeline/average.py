@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from attnlab.core.errors import CheckpointError
-from attnlab.pipeline.load import load_translator
+from attnlab.pipeline.load import translator_from_checkpoint
 from attnlab.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["average_checkpoints", "mean_state"]
@@ -80,7 +80,7 @@ def average_checkpoints(sources: Sequence[str | Path], out: str | Path) -> list[
     ckpts = sorted((load_checkpoint(s) for s in sources), key=lambda c: c.step)
     _check_compatible(ckpts)
     newest = ckpts[-1]
-    translator = load_translator(newest.path)  # the model, built from the run's own config
+    translator = translator_from_checkpoint(newest)  # the model, built from the run's own config
     names = list(translator.model.state_dict())
     averaged = mean_state([c.model_state for c in ckpts], names)
     translator.model.load_state_dict(averaged, strict=True)

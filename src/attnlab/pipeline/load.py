@@ -14,7 +14,7 @@ from attnlab.data.prepare import TextPipeline, restore_text_pipeline
 from attnlab.decode.translate import Translation, translate_sentences
 from attnlab.models.base import EncoderDecoder
 from attnlab.models.build import build_model
-from attnlab.train.checkpoint import load_checkpoint
+from attnlab.train.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,12 @@ class Translator:
 
 def load_translator(path: str | Path) -> Translator:
     """Read a checkpoint written by ``attnlab train`` (a ``best/``/``last/`` directory, or a run directory)."""
-    path = resolve_checkpoint(path)
-    ckpt = load_checkpoint(path)
+    return translator_from_checkpoint(load_checkpoint(resolve_checkpoint(path)))
+
+
+def translator_from_checkpoint(ckpt: Checkpoint) -> Translator:
+    """Build the model of an already-read checkpoint from its own config, and load its weights."""
+    path = ckpt.path
     try:
         config = RunConfig.from_dict({k: v for k, v in ckpt.config.items() if k in ("data", "model", "train",
                                                                                    "decode")})

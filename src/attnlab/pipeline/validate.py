@@ -23,6 +23,23 @@ def exact_match(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True)) / len(hypotheses)
 
 
+def spread_sample(items: Sequence[Any], count: int) -> list[Any]:
+    """``count`` items spread evenly over ``items`` (first and last included), in their order; all if fewer.
+
+    The validation decode scores a sample, and a corpus may be ordered (Tatoeba's file is sorted by sentence
+    length, and its held-out lines keep the file order): the first ``count`` would be its shortest sentences,
+    whose BLEU says little about the rest. Evenly spaced positions cover every length and stay deterministic.
+    """
+    n = len(items)
+    if count >= n:
+        return list(items)
+    if count <= 0:
+        return []
+    if count == 1:
+        return [items[0]]
+    return [items[round(i * (n - 1) / (count - 1))] for i in range(count)]
+
+
 def score_pairs(model: EncoderDecoder, text: TextPipeline, pairs: Sequence[tuple[str, str]], cfg: RunConfig, *,
                 beam_size: int | None = None, bleu: bool | None = None) -> tuple[dict[str, Any], list[str]]:
     """Translate the sources of ``pairs`` and score them against the targets.
@@ -49,10 +66,11 @@ def score_pairs(model: EncoderDecoder, text: TextPipeline, pairs: Sequence[tuple
 
 def make_evaluator(prepared: PreparedData, cfg: RunConfig) -> Evaluate:
     """The trainer's evaluation: ``val_loss``/``val_ppl`` on all validation pairs, plus ``val_exact_match``
-    (and ``val_bleu``/``val_chrf`` on corpora) from greedy decoding of the first ``eval_sentences`` of them."""
+    (and ``val_bleu``/``val_chrf`` on corpora) from greedy decoding of ``eval_sentences`` of them, spread evenly
+    over the validation set (:func:`spread_sample`)."""
     batches = BucketedBatches(prepared.valid_examples, cfg.train.tokens_per_batch, shuffle=False)
     loss_eval = loss_evaluator(batches)
-    sample = prepared.valid[:cfg.decode.eval_sentences]
+    sample = spread_sample(prepared.valid, cfg.decode.eval_sentences)
 
     def evaluate(model: EncoderDecoder) -> dict[str, float]:
         metrics = dict(loss_eval(model))

@@ -52,7 +52,7 @@ StopReason = Literal["max_steps", "max_epochs", "max_minutes", "max_cpu_minutes"
 Evaluate = Callable[[EncoderDecoder], Mapping[str, float]]
 
 __all__ = ["BatchSource", "check_fresh_run_dir", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer",
-           "list_snapshots", "snapshot_name"]
+           "list_snapshots", "snapshot_name", "SNAPSHOTS_DIR"]
 
 
 class BatchSource(Protocol):
@@ -133,6 +133,9 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
 
 
+SNAPSHOTS_DIR = "snapshots"  # OUT/snapshots/step-NNNNNNN: the weights kept by ``keep_snapshots``
+
+
 def snapshot_name(step: int) -> str:
     """Directory name of the snapshot of ``step`` (zero-padded, so names sort by step)."""
     return f"step-{step:07d}"
@@ -150,7 +153,7 @@ def list_snapshots(root: str | Path) -> list[Path]:
 
 def check_fresh_run_dir(out_dir: str | Path) -> None:
     """Raise :class:`ConfigError` if ``out_dir`` already holds a training run (a fresh run must not overwrite it)."""
-    for name in ("last", "best", "snapshots", "metrics.jsonl"):
+    for name in ("last", "best", SNAPSHOTS_DIR, "metrics.jsonl"):
         if (Path(out_dir) / name).exists():
             raise ConfigError(f"{out_dir} already holds a training run ({name} exists); resume it with --resume "
                               f"or choose another output directory")
@@ -435,7 +438,7 @@ class Trainer:
 
     def _snapshot(self, signals: StopSignals) -> None:
         """Keep the model weights of this step in ``OUT/snapshots`` and drop all but the newest ``keep_snapshots``."""
-        root = self.out_dir / "snapshots"
+        root = self.out_dir / SNAPSHOTS_DIR
         with signals.critical():
             save_checkpoint(root / snapshot_name(self.step), model=self.model, step=self.step,
                             config=self.run_config, extra=self.extra_state)

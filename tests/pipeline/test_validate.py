@@ -1,0 +1,51 @@
+"""The validation sample decoded during training: spread over the whole validation set, not its head."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from attnlab.core.run_config import RunConfig
+from attnlab.pipeline import validate
+from attnlab.pipeline.validate import spread_sample
+
+
+@given(n=st.integers(0, 300), count=st.integers(0, 320))
+def test_spread_sample_is_an_ordered_distinct_evenly_spaced_subset(n: int, count: int) -> None:
+    items = list(range(n))
+    sample = spread_sample(items, count)
+    assert len(sample) == min(n, count)
+    assert sample == sorted(set(sample))
+    if 2 <= count < n:
+        assert sample[0] == 0 and sample[-1] == n - 1
+        gaps = [b - a for a, b in zip(sample, sample[1:], strict=False)]
+        assert max(gaps) - min(gaps) <= 1
+
+
+def test_spread_sample_covers_a_length_sorted_corpus() -> None:
+    # Tatoeba's file is sorted by length; its first 200 validation pairs would all be short.
+    pairs = [("w " * n, "x") for n in range(1, 1001)]
+    sample = spread_sample(pairs, 200)
+    lengths = [len(s.split()) for s, _ in sample]
+    assert min(lengths) == 1 and max(lengths) == 1000
+    assert abs(sum(lengths) / len(lengths) - 500.5) < 5
+
+
+def test_evaluator_decodes_the_spread_sample(monkeypatch) -> None:
+    seen: list[list[tuple[str, str]]] = []
+
+    def fake_score_pairs(model, text, pairs, cfg, *, beam_size=None, bleu=None):
+        seen.append(list(pairs))
+        return {"exact_match": 0.5, "bleu": 10.0, "chrf": 20.0}, []
+
+    monkeypatch.setattr(validate, "score_pairs", fake_score_pairs)
+    monkeypatch.setattr(validate, "BucketedBatches", lambda *args, **kwargs: None)
+    monkeypatch.setattr(validate, "loss_evaluator", lambda batches: lambda model: {"val_loss": 1.0})
+    valid = [(f"s{i}", f"t{i}") for i in range(10)]
+    cfg = RunConfig.from_dict({"decode": {"eval_sentences": 4}})
+    prepared = SimpleNamespace(valid=valid, valid_examples=[], text=None)
+    metrics = validate.make_evaluator(prepared, cfg)(model=None)
+    assert seen == [[valid[0], valid[3], valid[6], valid[9]]]
+    assert metrics == {"val_loss": 1.0, "val_exact_match": 0.5, "val_bleu": 10.0, "val_chrf": 20.0}
