@@ -17,16 +17,18 @@ def environment() -> str:
 
 def median_times(fns: dict[str, Callable[[], object]], *, warmup: int = 3, repeats: int = 15,
                  min_seconds: float = 0.0) -> dict[str, float]:
-    """Median seconds per call of each function, measured interleaved (A, B, A, B, ...) so that machine noise
-    hits every candidate alike."""
+    """Median seconds per call of each function, measured interleaved so that machine noise hits every candidate
+    alike. The order alternates from round to round (A B, B A, A B, ...): a candidate that always ran right after
+    another would always inherit its state (freed memory to map again, caches it evicted)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     start = time.perf_counter()
     n = 0
+    order = list(fns.items())
     while n < repeats or time.perf_counter() - start < min_seconds:
-        for name, fn in fns.items():
+        for name, fn in order if n % 2 == 0 else reversed(order):
             t0 = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - t0)

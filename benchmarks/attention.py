@@ -65,9 +65,8 @@ def time_shapes(repeats: int, shapes: list[tuple[int, int, int, int]]) -> list[d
                 ref.train(train)
                 make = _fwd_bwd if train else _fwd
                 inp = xg if train else x
-                reps = repeats if batch * seq * seq < 2_000_000 else max(5, repeats // 3)
                 t = median_times({"attnlab": make(ours, inp, True, weights), "torch": make(ref, inp, False, weights)},
-                                 repeats=reps)
+                                 repeats=repeats)
                 rows.append({"shape": f"({batch}, {seq}, {d_model}, {heads})", "path": path, "mode": mode,
                              "attnlab_ms": 1e3 * t["attnlab"], "torch_ms": 1e3 * t["torch"],
                              "ratio": t["attnlab"] / t["torch"]})
