@@ -27,6 +27,8 @@ RECIPES = {
     "multi30k-de-en-transformer.yaml": ("multi30k", "de", "en", "transformer"),
     "multi30k-en-fr-transformer.yaml": ("multi30k", "en", "fr", "transformer"),
     "multi30k-en-de-gru.yaml": ("multi30k", "en", "de", "seq2seq"),
+    "multi30k-de-en-gru.yaml": ("multi30k", "de", "en", "seq2seq"),
+    "multi30k-en-fr-gru.yaml": ("multi30k", "en", "fr", "seq2seq"),
     "tatoeba-en-zh-transformer.yaml": ("tatoeba-cmn", "en", "zh", "transformer"),
 }
 
@@ -94,10 +96,11 @@ def test_shared_embeddings_only_with_a_joint_vocabulary(name):
             build_model(cfg.model, DUMMY_VOCAB, DUMMY_VOCAB + 1)
 
 
-def test_multi30k_transformer_recipes_differ_only_in_direction():
-    """One recipe, three directions: everything but the language pair is the same."""
-    base = load("multi30k-en-de-transformer.yaml").to_dict()
-    for name in ("multi30k-de-en-transformer.yaml", "multi30k-en-fr-transformer.yaml"):
+@pytest.mark.parametrize("kind", ["transformer", "gru"])
+def test_multi30k_recipes_differ_only_in_direction(kind: str):
+    """One recipe per model, three directions: everything but the language pair is the same."""
+    base = load(f"multi30k-en-de-{kind}.yaml").to_dict()
+    for name in (f"multi30k-de-en-{kind}.yaml", f"multi30k-en-fr-{kind}.yaml"):
         other = load(name).to_dict()
         for section in ("model", "train", "decode"):
             assert other[section] == base[section], (name, section)
