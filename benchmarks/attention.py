@@ -1,6 +1,6 @@
 """attnlab MultiHeadAttention vs torch.nn.MultiheadAttention: median forward and forward+backward times.
 
-Run: .venv/bin/python benchmarks/attention.py [--threads 2] [--repeats 15] [--quick]
+Run: .venv/bin/python benchmarks/attention.py [--threads 2] [--repeats 15] [--keep-freed-memory] [--quick]
 
 Both modules share the same weights; inputs are batch-first fp32. "fast" = need_weights=False; "weights" =
 per-head weights returned (nn: need_weights=True, average_attn_weights=False). Forward is timed in eval
@@ -8,6 +8,14 @@ mode under no_grad (where nn.MultiheadAttention may take its native fused path);
 train mode with dropout 0. Ratios < 1 mean attnlab is faster. It then times attnlab's fast path with SDPA against
 the plain matmul path at short sequences, and measures the peak memory of one 8192-token self-attention on
 attnlab's fast path against SDPA alone, each in a fresh subprocess.
+
+With glibc's default settings, large freed buffers go back to the kernel (or not) depending on the heap's
+recent history, and every buffer mapped afresh is page-faulted in again: on this VM that moves single timings
+by 10-30% and ratios between runs by several percent, though both candidates run in one process.
+``--keep-freed-memory`` times under the setting ``attnlab train`` uses (glibc ``mallopt``: no per-buffer
+``mmap``, no trimming; :func:`attnlab.train.allocator.keep_freed_memory`), which leaves the arithmetic and
+memory traffic of each candidate to compare. The memory measurement always runs in fresh processes with its
+own settings.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import environment, median_times  # noqa: E402
 
-from attnlab.attention import MultiHeadAttention  # noqa: E402
+from attnlab.attention import MultiHeadAttention, multihead  # noqa: E402
+from attnlab.train.allocator import keep_freed_memory  # noqa: E402
 
 SHAPES = [(64, 32, 512, 8), (16, 128, 512, 8), (4, 512, 512, 8), (1, 2048, 512, 8)]
 
@@ -73,42 +82,47 @@ def time_shapes(repeats: int, shapes: list[tuple[int, int, int, int]]) -> list[d
     return rows
 
 
-def _kernel_call(module: nn.Module, x: torch.Tensor, threshold: int, train: bool):
-    from attnlab.attention import multihead
-
+def _kernel_call(module: nn.Module, x: torch.Tensor, lens: torch.Tensor | None, threshold: int, train: bool):
     def run():
-        multihead._SMALL_SCORES = threshold  # score matrices up to this size take the plain matmul path
+        multihead._SMALL_SCORES = threshold  # multi-query score matrices up to this size take the plain matmul path
         module.train(train)
         if train:
-            module(x).output.sum().backward()
+            module(x, valid_lens=lens).output.sum().backward()
         else:
             with torch.no_grad():
-                module(x)
+                module(x, valid_lens=lens)
     return run
 
 
 KERNEL_SHAPES = [(256, 8), (128, 16), (64, 32), (32, 64), (16, 128)]  # (batch, seq): 2,048 tokens each
+KERNEL_SIZES = [(512, 8), (128, 4)]  # (d_model, heads): the benchmark's and Transformer-tiny's
 
 
-def time_kernels(repeats: int, shapes: list[tuple[int, int]], d_model: int = 512, heads: int = 8) -> list[dict]:
-    """attnlab's fast path with SDPA (the default) against the plain matmul path, which the module takes for score
-    matrices up to ``multihead._SMALL_SCORES`` entries: the measurement behind that threshold."""
-    from attnlab.attention import multihead
-
+def time_kernels(repeats: int, shapes: list[tuple[int, int]], sizes: list[tuple[int, int]]) -> list[dict]:
+    """attnlab's fast path with SDPA against the plain matmul path, which the module takes for multi-query score
+    matrices up to ``multihead._SMALL_SCORES`` entries: the measurement behind that threshold. Each shape runs
+    unmasked and with random padding (``valid_lens`` drawn from 1..seq, as in bucketed training batches)."""
     saved = multihead._SMALL_SCORES
     rows = []
     try:
-        for batch, seq in shapes:
-            torch.manual_seed(0)
-            module = MultiHeadAttention(d_model, heads)
-            x = torch.randn(batch, seq, d_model)
-            xg = x.clone().requires_grad_(True)
-            for mode, train in (("forward", False), ("forward+backward", True)):
-                fns = {name: _kernel_call(module, xg if train else x, threshold, train)
-                       for name, threshold in (("sdpa", 0), ("matmul", 10**9))}
-                t = median_times(fns, repeats=repeats)
-                rows.append({"shape": f"({batch}, {seq})", "mode": mode, "sdpa_ms": 1e3 * t["sdpa"],
-                             "matmul_ms": 1e3 * t["matmul"], "ratio": t["matmul"] / t["sdpa"]})
+        for d_model, heads in sizes:
+            for batch, seq in shapes:
+                torch.manual_seed(0)
+                module = MultiHeadAttention(d_model, heads)
+                x = torch.randn(batch, seq, d_model)
+                xg = x.clone().requires_grad_(True)
+                lens = torch.randint(1, seq + 1, (batch,))
+                for mode, train in (("forward", False), ("forward+backward", True)):
+                    row = {"size": f"{d_model}, {heads}", "shape": f"({batch}, {seq})", "mode": mode}
+                    for padded in (False, True):
+                        fns = {name: _kernel_call(module, xg if train else x, lens if padded else None, threshold,
+                                                  train)
+                               for name, threshold in (("sdpa", 0), ("matmul", 10**9))}
+                        t = median_times(fns, repeats=repeats)
+                        key = "padded" if padded else "plain"
+                        row[f"{key}_sdpa_ms"], row[f"{key}_matmul_ms"] = 1e3 * t["sdpa"], 1e3 * t["matmul"]
+                        row[f"{key}_ratio"] = t["matmul"] / t["sdpa"]
+                    rows.append(row)
     finally:
         multihead._SMALL_SCORES = saved
     return rows
@@ -166,11 +180,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="time with glibc keeping freed memory (as attnlab train does), not its default")
     parser.add_argument("--quick", action="store_true", help="first two shapes only, few repeats")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     shapes = SHAPES[:2] if args.quick else SHAPES
-    print(f"# {environment()}, fp32")
+    print(f"# {environment()}, fp32, allocator: {'glibc keep-freed-memory' if kept else 'default'}")
     rows = time_shapes(3 if args.quick else args.repeats, shapes)
     print("| (batch, seq, d_model, heads) | path | mode | attnlab ms | torch ms | ratio |")
     print("|---|---|---|---:|---:|---:|")
@@ -179,11 +196,16 @@ def main() -> None:
               f"{r['ratio']:.2f} |")
     worst = max(r["ratio"] for r in rows)
     print(f"\nworst ratio (attnlab / torch): {worst:.2f}")
-    print("\nfast path kernels, d_model 512, 8 heads: SDPA (used) against the plain matmul path")
-    print("| (batch, seq) | mode | SDPA ms | matmul ms | matmul / SDPA |")
-    print("|---|---|---:|---:|---:|")
-    for r in time_kernels(3 if args.quick else args.repeats, KERNEL_SHAPES[:2] if args.quick else KERNEL_SHAPES):
-        print(f"| {r['shape']} | {r['mode']} | {r['sdpa_ms']:.2f} | {r['matmul_ms']:.2f} | {r['ratio']:.2f} |")
+    print("\nfast path kernels: SDPA against the plain matmul path (used for multi-query score matrices up to "
+          f"{multihead._SMALL_SCORES} entries); padded = random valid_lens")
+    print("| (d_model, heads) | (batch, seq) | mode | SDPA ms | matmul ms | matmul / SDPA | padded: SDPA ms "
+          "| padded: matmul ms | padded: matmul / SDPA |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    kernel_shapes = KERNEL_SHAPES[:2] if args.quick else KERNEL_SHAPES
+    for r in time_kernels(3 if args.quick else args.repeats, kernel_shapes, KERNEL_SIZES):
+        print(f"| ({r['size']}) | {r['shape']} | {r['mode']} | {r['plain_sdpa_ms']:.2f} | {r['plain_matmul_ms']:.2f} | "
+              f"{r['plain_ratio']:.2f} | {r['padded_sdpa_ms']:.2f} | {r['padded_matmul_ms']:.2f} | "
+              f"{r['padded_ratio']:.2f} |")
     if not args.quick:
         print("\npeak memory, one 8192-token self-attention (1 batch, 8 heads, head dim 64, no_grad), inputs included:")
         print("| allocator | attnlab fast path MiB | SDPA alone MiB | ratio |")

@@ -31,9 +31,9 @@ peak RSS (``VmHWM``) of one training step after a warm-up step (so AdamW's momen
 rise above the resident size just before the step, and the process's absolute peak (glibc's default
 allocator settings, also under ``--keep-freed-memory``).
 
-``--keep-freed-memory`` (glibc ``mallopt``, see :func:`keep_freed_memory`) stops the allocator from handing
-the logits-sized blocks back to the kernel after every step; on this VM re-faulting them in costs up to a
-third of a step, for both models alike.
+``--keep-freed-memory`` (glibc ``mallopt`` through :func:`attnlab.train.allocator.keep_freed_memory`, as
+``attnlab train`` does) stops the allocator from handing the logits-sized blocks back to the kernel after every
+step; on this VM re-faulting them in costs up to a third of a step, for both models alike.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from attnlab.core.types import Batch  # noqa: E402
 from attnlab.data.batching import BucketedBatches  # noqa: E402
 from attnlab.models import build_model  # noqa: E402
 from attnlab.train import Trainer  # noqa: E402
+from attnlab.train.allocator import keep_freed_memory  # noqa: E402
 from attnlab.train.progress import ProgressBar, Throughput  # noqa: E402
 
 PAD_ID = 0
@@ -216,25 +217,6 @@ def time_steps(cands: Candidates, batches: list[Batch], warmup: int) -> dict[str
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return times
-
-
-def keep_freed_memory() -> bool:
-    """glibc only: serve large allocations from the heap (no ``mmap``) and keep freed memory (no trim).
-
-    By default glibc ``mmap``s every block above 32 MiB and unmaps it on free, so each step's logits-sized
-    tensors (``B * Tt * V`` floats, 64-128 MiB here) are page-faulted in afresh every time; on this VM that
-    costs ~50 ms per 128 MiB. The same effect from the shell: ``MALLOC_MMAP_MAX_=0
-    MALLOC_TRIM_THRESHOLD_=2147483647``. Returns whether it could be applied.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if sys.platform != "linux" or name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 # --------------------------------------------------------------------------------------------- memory

@@ -130,6 +130,33 @@ def test_fused_path_equals_explicit_path_under_every_mask_kind(T, kind):
         assert empty_rows[0].all()  # batch row 0 has no keys: zero weights everywhere
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_kernel_choice_without_weights_short_multi_query_explicit_else_fused(monkeypatch, train):
+    from attnlab.attention import multihead
+
+    calls = []
+    for name in ("explicit_attention", "fused_attention"):
+        real = getattr(multihead, name)
+        spy = lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k)  # noqa: E731
+        monkeypatch.setattr(multihead, name, spy)
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).train(train)
+
+    def path(*args, **kwargs):
+        calls.clear()
+        with torch.set_grad_enabled(train):
+            mha(*args, **kwargs)
+        return calls[-1]
+
+    assert path(torch.randn(2, 16, 16)) == "explicit_attention"  # 16 x 16 scores: the explicit matmul path
+    assert path(torch.randn(2, 17, 16)) == "fused_attention"  # 17 x 17 > the threshold: SDPA
+    assert path(torch.randn(2, 8, 16), torch.randn(2, 40, 16)) == "fused_attention"  # 8 x 40 = 320 > 256
+    assert path(torch.randn(2, 8, 16), valid_lens=torch.tensor([3, 8]), is_causal=True) == "explicit_attention"
+    assert path(torch.randn(2, 1, 16), torch.randn(2, 5, 16)) == "fused_attention"  # one query: KV-cached decoding
+    cache = KVCache()
+    assert path(torch.randn(2, 1, 16), cache=cache, is_causal=True) == "fused_attention"
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("kind", list(_mask_kinds(3, 4, 6, 6)))
 def test_inference_weights_path_in_place_softmax_equals_the_autograd_path(kind, dtype):

@@ -129,18 +129,28 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     k, v = zero_unreachable(k, v, mask)
-    if tracer is None:
+    # Kᵀ as a transposed view of a contiguous (B, H, Tk, Dh) K: the batched matmul then reads it with BLAS's
+    # transpose flag. Transposing a head-split view instead makes matmul copy K element by element into
+    # (B, H, Dh, Tk) order, a strided copy that cost 2-3% of a 128-token forward.
+    kt = k.contiguous().transpose(-2, -1)  # (B, H, Dh, Tk)
+    # Nothing else holds the fresh scores and autograd does not need them: softmax over them in place.
+    inplace = tracer is None and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))
+    if inplace:
+        # Scale Q while copying it into the contiguous (B, H, Tq, Dh) layout that the batched matmul needs: one
+        # pass over Q. ``q * scale`` keeps a head-split view's (B, Tq, H, Dh) memory order, so matmul would copy
+        # it a second time.
+        scaled = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # (B, H, Tq, Dh)
+        scores = torch.mul(q, scale, out=scaled) @ kt  # (B, H, Tq, Tk)
+    elif tracer is None:
         # Scale Q (Tq x Dh), not the scores (Tq x Tk): one less score-sized buffer to allocate and fill.
-        scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+        scores = (q * scale) @ kt  # (B, H, Tq, Tk)
     else:  # the two steps separately, so a learner sees both
-        scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+        scores = q @ kt  # (B, H, Tq, Tk)
         tracer.record("scores", scores)
         scores = scores * scale  # (B, H, Tq, Tk)
         tracer.record("scaled_scores", scores)
         if mask is not None:
             tracer.record("masked_scores", fill_masked(scores, mask))
-    # Nothing else holds the fresh scores and autograd does not need them: softmax over them in place.
-    inplace = tracer is None and not (torch.is_grad_enabled() and scores.requires_grad)
     weights = softmax_with_mask(scores, mask, inplace=inplace)  # (B, H, Tq, Tk)
     if tracer is not None:
         tracer.record("weights", weights)

@@ -22,10 +22,16 @@ from attnlab.attention.masks import check_mask
 from attnlab.attention.trace import active_trace
 from attnlab.core.types import AttentionOutput
 
-# Score matrices up to this size (entries per batch row and head) take the explicit path even without weights.
-# 0: measured on this project's 2-core CPU, the fused kernel was never slower by more than noise (T = 4..16) and
-# clearly faster from T = 32 (README, "Attention speed"); kept as a knob for other machines.
-_SMALL_SCORES = 0
+# Without weights, score matrices of more than one query with up to this many entries (per batch row and head)
+# take the explicit matmul path; larger ones the fused kernel. On this project's 2-core CPU the matmul path beat
+# SDPA up to 16 x 16 (4,096-token batches, forward+backward: 0.81x SDPA's time at d_model 128 / 4 heads, 0.97x at
+# 256 / 4, 0.92-0.99x at 512 / 8, with or without padding masks), tied at 32 x 32 and lost from 64 x 64 at
+# d_model 512 (README, "Attention speed"; benchmarks/attention.py).
+_SMALL_SCORES = 16 * 16
+# The same for one-query steps (KV-cached decoding). 0: every step takes the kernel. Sending the steps to the plain
+# path instead (256) measured no clear difference in greedy and beam-5 decoding: 0.88-1.19x the time over five
+# runs of benchmarks/kernel_threshold.py, so the kernel stays.
+_SMALL_SCORES_ONE_QUERY = 0
 # From this many score entries per (batch, head), inference without weights projects and attends a group of
 # heads at a time, so only one group's Q, K and V exist at once (peak memory; see benchmarks/attention.py).
 _LONG_SCORES = 4096 * 4096
@@ -164,9 +170,10 @@ class MultiHeadAttention(nn.Module):
             check_mask(mask, (B, Tq, Tk) if mask.dim() == 3 else (B, H, Tq, Tk))
             if mask.dim() == 3:
                 mask = mask.unsqueeze(1)  # (B, 1, Tq, Tk)
-        # Explicit math when weights are wanted (or traced) and for tiny score matrices; else the fused kernel,
-        # which is also told about causality directly when nothing else is masked (no (Tq, Tk) mask built).
-        use_kernel = not (need_weights or tracer is not None) and Tq * Tk > _SMALL_SCORES
+        # Explicit math when weights are wanted (or traced) and for small multi-query score matrices; else the fused
+        # kernel, which is also told about causality directly when nothing else is masked (no (Tq, Tk) mask built).
+        small = _SMALL_SCORES if Tq > 1 else _SMALL_SCORES_ONE_QUERY
+        use_kernel = not (need_weights or tracer is not None) and Tq * Tk > small
         kernel_causal = use_kernel and is_causal and valid_lens is None and mask is None and Tq == Tk
         build_causal = is_causal and not kernel_causal and Tq > 1  # one new query may see the whole cache
         combined = build_mask((B, H, Tq, Tk), valid_lens=valid_lens, mask=mask, is_causal=build_causal,
