@@ -1,7 +1,7 @@
 """The small-score-matrix thresholds of MultiHeadAttention's fast path, end to end: decoding and training steps.
 
 Run: .venv/bin/python benchmarks/kernel_threshold.py [--checkpoint runs/en-de/best] [--sentences 500]
-     [--steps 40] [--threads 2] [--repeats 3]
+     [--steps 40] [--size tiny|base] [--threads 2] [--repeats 3]
 
 ``multihead._SMALL_SCORES`` sends score matrices of several queries and at most that many entries to the plain
 matmul path instead of SDPA; ``multihead._SMALL_SCORES_ONE_QUERY`` does the same for one-query steps (KV-cached
@@ -11,9 +11,9 @@ for, each pair of settings alternating in one process (A B, B A, ...):
 * decoding (needs ``--checkpoint``, a model trained by ``attnlab train``; its source language's
   ``test_2016_flickr`` file, first ``--sentences`` lines): greedy and beam 5 with one-query steps on the kernel
   (``_SMALL_SCORES_ONE_QUERY = 0``, the default) against the plain path (``= _SMALL_SCORES``);
-* training: Transformer-tiny trainer steps (bf16 autocast, Multi30k En-De batches of 4,096 tokens, as
-  ``benchmarks/train_throughput.py`` builds them) with ``_SMALL_SCORES`` at its default against 0 (SDPA for every
-  multi-query matrix), with glibc keeping freed memory as ``attnlab train`` does.
+* training: trainer steps of ``benchmarks/train_throughput.py``'s Transformer (``--size``: tiny or base; bf16
+  autocast, Multi30k En-De batches of 4,096 tokens built as there) with ``_SMALL_SCORES`` at its default against
+  0 (SDPA for every multi-query matrix), with glibc keeping freed memory as ``attnlab train`` does.
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def time_decoding(checkpoint: str, sentences: int, repeats: int) -> list[dict]:
     return rows
 
 
-def time_training(steps: int, warmup: int = 2) -> dict:
+def time_training(size: str, steps: int, warmup: int = 2) -> dict:
     batches, vocab, _ = train_throughput.load_batches(warmup + steps, 4096, 8000, seed=0)
     times: dict[int, list[float]] = {DEFAULT: [], 0: []}
     with tempfile.TemporaryDirectory() as tmp:
-        cands = train_throughput.make_candidates("tiny", vocab, True, True, Path(tmp))
+        cands = train_throughput.make_candidates(size, vocab, True, True, Path(tmp))
         try:
             for i, batch in enumerate(batches):
                 for threshold in (DEFAULT, 0) if i % 2 == 0 else (0, DEFAULT):
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3, help="decoding rounds per setting")
     parser.add_argument("--steps", type=int, default=40, help="timed training steps per setting")
+    parser.add_argument("--size", default="tiny", choices=sorted(train_throughput.SIZES))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,8 +105,8 @@ def main() -> None:
             print(f"| {r['beam']} | {r['kernel_s']:.2f} | {r['plain_s']:.2f} | {r['ratio']:.3f} |")
     else:
         print("\ndecoding: skipped (no --checkpoint)")
-    r = time_training(args.steps)
-    print(f"\nTransformer-tiny training steps, bf16 autocast, {r['steps']} batches each")
+    r = time_training(args.size, args.steps)
+    print(f"\nTransformer ({args.size}) training steps, bf16 autocast, {r['steps']} batches each")
     print(f"| setting | total s | median step ratio vs SDPA | batches with target length <= {int(DEFAULT ** 0.5)} "
           "| their median ratio |")
     print("|---|---:|---:|---:|---:|")
