@@ -24,9 +24,9 @@ from attnlab.core.types import AttentionOutput
 
 # Without weights, score matrices of more than one query with up to this many entries (per batch row and head)
 # take the explicit matmul path; larger ones the fused kernel. On this project's 2-core CPU the matmul path beat
-# SDPA up to 16 x 16 (4,096-token batches, forward+backward: 0.81x SDPA's time at d_model 128 / 4 heads, 0.97x at
-# 256 / 4, 0.92-0.99x at 512 / 8, with or without padding masks), tied at 32 x 32 and lost from 64 x 64 at
-# d_model 512 (README, "Attention speed"; benchmarks/attention.py).
+# SDPA up to 16 x 16 (benchmarks/attention.py, 2,048-token batches, forward+backward: 0.64-0.78x SDPA's time at
+# d_model 128 / 4 heads, 0.82-0.98x at 512 / 8, with or without padding), was tied at 32 x 32 at d_model 512 and
+# lost from 64 x 64 there (README, "Attention speed"). Whole Transformer training steps: benchmarks/kernel_threshold.py.
 _SMALL_SCORES = 16 * 16
 # The same for one-query steps (KV-cached decoding). 0: every step takes the kernel. Sending the steps to the plain
 # path instead (256) measured no clear difference in greedy and beam-5 decoding: 0.88-1.19x the time over five
