@@ -22,8 +22,8 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -51,6 +51,7 @@ def time_decoding(checkpoint: str, sentences: int, repeats: int) -> list[dict]:
                 translator.translate(src, beam_size=beam)
         return run
 
+    saved = multihead._SMALL_SCORES_ONE_QUERY
     rows = []
     try:
         for beam in (1, 5):
@@ -58,29 +59,31 @@ def time_decoding(checkpoint: str, sentences: int, repeats: int) -> list[dict]:
             rows.append({"beam": beam, "kernel_s": t["kernel"], "plain_s": t["plain"],
                          "ratio": t["plain"] / t["kernel"]})
     finally:
-        multihead._SMALL_SCORES_ONE_QUERY = 0
+        multihead._SMALL_SCORES_ONE_QUERY = saved
     return rows
 
 
 def time_training(size: str, steps: int, warmup: int = 2) -> dict:
     batches, vocab, _ = train_throughput.load_batches(warmup + steps, 4096, 8000, seed=0)
-    times: dict[int, list[float]] = {DEFAULT: [], 0: []}
+
+    def with_threshold(step, threshold: int):
+        def run(batch):
+            multihead._SMALL_SCORES = threshold
+            step(batch)
+        return run
+
     with tempfile.TemporaryDirectory() as tmp:
         cands = train_throughput.make_candidates(size, vocab, True, True, Path(tmp))
+        # train_throughput's alternating timer, its two slots holding attnlab's step under the two settings
+        pair = SimpleNamespace(attnlab=with_threshold(cands.attnlab, DEFAULT), torch=with_threshold(cands.attnlab, 0))
         try:
-            for i, batch in enumerate(batches):
-                for threshold in (DEFAULT, 0) if i % 2 == 0 else (0, DEFAULT):
-                    multihead._SMALL_SCORES = threshold
-                    t0 = time.perf_counter()
-                    cands.attnlab(batch)
-                    if i >= warmup:
-                        times[threshold].append(time.perf_counter() - t0)
+            times = train_throughput.time_steps(pair, batches, warmup)
         finally:
             multihead._SMALL_SCORES = DEFAULT
     lengths = [b.tgt_out.shape[1] for b in batches[warmup:]]
-    ratios = [a / b for a, b in zip(times[DEFAULT], times[0], strict=True)]
+    ratios = [a / b for a, b in zip(times["attnlab"], times["torch"], strict=True)]
     short = [r for r, n in zip(ratios, lengths, strict=True) if n * n <= DEFAULT]
-    return {"steps": steps, "total_default": sum(times[DEFAULT]), "total_sdpa": sum(times[0]),
+    return {"steps": steps, "total_default": sum(times["attnlab"]), "total_sdpa": sum(times["torch"]),
             "median_ratio": statistics.median(ratios), "short": len(short),
             "short_ratio": statistics.median(short) if short else float("nan")}
 
