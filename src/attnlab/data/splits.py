@@ -7,7 +7,9 @@ checks it against the corpus files and raises :class:`~attnlab.core.errors.DataE
 
 Tatoeba repeats sentences (the same English with several translations and vice versa). Pairs that share a
 source or a target sentence (compared case-folded) are kept in the same part, so no test sentence is
-seen in training; this is why the split is drawn over groups of pairs, not single pairs.
+seen in training; this is why the split is drawn over groups of pairs, not single pairs. Other corpora group
+by other keys (:data:`GroupKeys`): a sentiment corpus by its text alone (its "target" is a label shared by
+thousands), package descriptions by their source-package family.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import random
 import tempfile
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,23 @@ log = logging.getLogger(__name__)
 
 SPLIT_FORMAT = "attnlab-split/1"
 PARTS = ("train", "valid", "test")
+
+GroupKeys = Callable[[int, tuple[str, str]], Iterable[Hashable]]
+"""``(index, pair) -> keys``: pairs that share any key are kept in the same part of a split."""
+
+
+def either_side(index: int, pair: tuple[str, str]) -> tuple[Hashable, ...]:
+    """The default grouping: pairs sharing a (case-folded) source or target sentence go together."""
+    return (0, pair[0].casefold()), (1, pair[1].casefold())
+
+
+def source_side(index: int, pair: tuple[str, str]) -> tuple[Hashable, ...]:
+    """Group by the (case-folded) source text alone, e.g. a review whose "target" is its label."""
+    return (pair[0].casefold(),)
+
+
+GROUPINGS = {either_side: "pairs sharing a source or target sentence (case-folded) are in the same part",
+             source_side: "pairs sharing a source text (case-folded) are in the same part"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,7 @@ class CorpusSplit:
         num_pairs: number of pairs in the corpus when the split was made (sum of the three parts).
         valid: line numbers of the validation pairs, ascending.
         test: line numbers of the test pairs, ascending.
+        grouping: how pairs were grouped before drawing (recorded in the file for the reader).
     """
 
     files: tuple[CorpusFile, ...]
@@ -57,6 +78,7 @@ class CorpusSplit:
     num_pairs: int
     valid: tuple[int, ...]
     test: tuple[int, ...]
+    grouping: str = GROUPINGS[either_side]
 
     @property
     def num_train(self) -> int:
@@ -83,7 +105,7 @@ class CorpusSplit:
             "seed": self.seed,
             "num_pairs": self.num_pairs,
             "sizes": {"train": self.num_train, "valid": len(self.valid), "test": len(self.test)},
-            "grouping": "pairs sharing a source or target sentence (case-folded) are in the same part",
+            "grouping": self.grouping,
             "valid": list(self.valid),
             "test": list(self.test),
         }
@@ -95,7 +117,8 @@ class CorpusSplit:
         try:
             files = tuple(CorpusFile(str(f["name"]), str(f["sha256"]), int(f["lines"])) for f in data["files"])
             split = cls(files, int(data["seed"]), int(data["num_pairs"]),
-                        tuple(int(n) for n in data["valid"]), tuple(int(n) for n in data["test"]))
+                        tuple(int(n) for n in data["valid"]), tuple(int(n) for n in data["test"]),
+                        str(data.get("grouping", GROUPINGS[either_side])))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed split: {exc!r}") from exc
         if set(split.valid) & set(split.test):
@@ -117,8 +140,8 @@ def _resolve_size(size: int | float, total: int, name: str) -> int:
     return int(size)
 
 
-def _groups(corpus: Corpus) -> list[list[int]]:
-    """Indices of pairs grouped so that pairs sharing a (case-folded) sentence on either side are together."""
+def _groups(corpus: Corpus, keys: GroupKeys = either_side) -> list[list[int]]:
+    """Indices of pairs grouped so that pairs sharing any key of ``keys`` are together (union-find)."""
     parent = list(range(len(corpus)))
 
     def find(i: int) -> int:
@@ -127,9 +150,9 @@ def _groups(corpus: Corpus) -> list[list[int]]:
             i = parent[i]
         return i
 
-    first_seen: dict[tuple[int, str], int] = {}
-    for i, (src, tgt) in enumerate(corpus.pairs):
-        for key in ((0, src.casefold()), (1, tgt.casefold())):
+    first_seen: dict[Hashable, int] = {}
+    for i, pair in enumerate(corpus.pairs):
+        for key in keys(i, pair):
             j = first_seen.setdefault(key, i)
             if j != i:
                 parent[find(i)] = find(j)
@@ -139,7 +162,8 @@ def _groups(corpus: Corpus) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: g[0])
 
 
-def make_split(corpus: Corpus, *, valid: int | float = 1000, test: int | float = 1000, seed: int = 0) -> CorpusSplit:
+def make_split(corpus: Corpus, *, valid: int | float = 1000, test: int | float = 1000, seed: int = 0,
+               group_keys: GroupKeys = either_side, grouping: str | None = None) -> CorpusSplit:
     """Draw a seeded split of ``corpus`` (read without ``max_chars``) into train/valid/test.
 
     Args:
@@ -147,6 +171,8 @@ def make_split(corpus: Corpus, *, valid: int | float = 1000, test: int | float =
         valid: number of validation pairs, or a fraction of all pairs if a float.
         test: number of test pairs, or a fraction of all pairs if a float.
         seed: seed of the shuffle of the groups of pairs.
+        group_keys: pairs sharing a key stay in one part (default :func:`either_side`).
+        grouping: a sentence describing ``group_keys`` for the split file (known groupings describe themselves).
 
     Raises:
         ConfigError: sizes that leave no training data.
@@ -156,7 +182,7 @@ def make_split(corpus: Corpus, *, valid: int | float = 1000, test: int | float =
     n_test = _resolve_size(test, total, "test")
     if n_valid + n_test >= total:
         raise ConfigError(f"valid ({n_valid}) + test ({n_test}) leave no training pairs out of {total}")
-    groups = _groups(corpus)
+    groups = _groups(corpus, group_keys)
     random.Random(seed).shuffle(groups)
     parts: dict[str, list[int]] = {"valid": [], "test": []}
     wanted = {"valid": n_valid, "test": n_test}
@@ -167,8 +193,9 @@ def make_split(corpus: Corpus, *, valid: int | float = 1000, test: int | float =
                 break
         if all(len(parts[p]) == wanted[p] for p in parts):
             break
+    description = grouping or GROUPINGS.get(group_keys, getattr(group_keys, "__doc__", None) or "custom grouping")
     split = CorpusSplit(_identify(corpus.stats.files, corpus.stats.lines), seed, total,
-                        tuple(sorted(parts["valid"])), tuple(sorted(parts["test"])))
+                        tuple(sorted(parts["valid"])), tuple(sorted(parts["test"])), description)
     log.info("split of %d pairs (seed %d): train %d, valid %d, test %d", total, seed, split.num_train,
              len(split.valid), len(split.test))
     return split
@@ -226,14 +253,15 @@ def verify_split(split: CorpusSplit, corpus: Corpus, *, where: str = "split") ->
 
 
 def load_or_make_split(path: str | os.PathLike[str], corpus: Corpus, *, valid: int | float = 1000,
-                       test: int | float = 1000, seed: int = 0) -> CorpusSplit:
+                       test: int | float = 1000, seed: int = 0, group_keys: GroupKeys = either_side,
+                       grouping: str | None = None) -> CorpusSplit:
     """Load the split at ``path`` (verified against ``corpus``), or make it and save it there.
 
     An existing split made with a different seed or sizes is an error rather than silently reused.
     """
     path = Path(path)
     if not path.exists():
-        split = make_split(corpus, valid=valid, test=test, seed=seed)
+        split = make_split(corpus, valid=valid, test=test, seed=seed, group_keys=group_keys, grouping=grouping)
         save_split(split, path)
         log.info("saved split to %s", path)
         return split
