@@ -21,7 +21,7 @@ from attnlab.models import build_model
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DUMMY_VOCAB = 97
 
-# file -> (corpus, source language, target language, model kind)
+# translation file -> (corpus, source language, target language, model kind)
 RECIPES = {
     "multi30k-en-de-transformer.yaml": ("multi30k", "en", "de", "transformer"),
     "multi30k-de-en-transformer.yaml": ("multi30k", "de", "en", "transformer"),
@@ -30,6 +30,12 @@ RECIPES = {
     "multi30k-de-en-gru.yaml": ("multi30k", "de", "en", "seq2seq"),
     "multi30k-en-fr-gru.yaml": ("multi30k", "en", "fr", "seq2seq"),
     "tatoeba-en-zh-transformer.yaml": ("tatoeba-cmn", "en", "zh", "transformer"),
+}
+# the other tasks' recipes: file -> (task, corpus, model kind, best metric, budget in minutes)
+TASK_RECIPES = {
+    "debian-summarization.yaml": ("summarization", "debian-descriptions", "transformer", "val_rougeL", 60),
+    "rotten-tomatoes-sentiment.yaml": ("classification", "rotten-tomatoes", "rnn_classifier", "val_accuracy", 10),
+    "chinese-reviews-sentiment.yaml": ("classification", "chinese-reviews", "rnn_classifier", "val_accuracy", 10),
 }
 
 
@@ -47,9 +53,9 @@ def only_train_command(monkeypatch):
 
 def test_every_recipe_is_listed_and_documented():
     on_disk = {p.name for p in CONFIGS.glob("*.yaml")}
-    assert on_disk == set(RECIPES)
+    assert on_disk == set(RECIPES) | set(TASK_RECIPES)
     readme = (CONFIGS / "README.md").read_text(encoding="utf-8")
-    for name in RECIPES:
+    for name in on_disk:
         assert f"attnlab train --config configs/{name}" in readme, name
 
 
@@ -118,6 +124,24 @@ def test_gru_recipe_is_bahdanau():
     cfg = load("multi30k-en-de-gru.yaml")
     assert isinstance(cfg.model, Seq2SeqConfig)
     assert (cfg.model.rnn, cfg.model.attention) == ("gru", "additive")
+
+
+@pytest.mark.parametrize("name", sorted(TASK_RECIPES))
+def test_task_recipe_loads_builds_and_runs(name):
+    task, corpus, kind, metric, minutes = TASK_RECIPES[name]
+    cfg = load(name)
+    assert (cfg.task_name, cfg.data.source, cfg.model.kind) == (task, corpus, kind)
+    assert (cfg.train.best_metric, cfg.train.best_mode) == (metric, "max")
+    assert cfg.train.max_minutes == minutes and cfg.train.max_steps > cfg.train.warmup_steps > 0
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    tokens = torch.randint(4, DUMMY_VOCAB, (2, 5))
+    if task == "classification":
+        logits = build_model(cfg.model, DUMMY_VOCAB)(tokens, torch.tensor([5, 3])).logits
+        assert logits.shape == (2, 2)
+    else:
+        logits = build_model(cfg.model, DUMMY_VOCAB, DUMMY_VOCAB)(tokens, torch.tensor([5, 3]), tokens[:, :4]).logits
+        assert logits.shape == (2, 4, DUMMY_VOCAB)
+    assert torch.isfinite(logits).all()
 
 
 def test_command_line_overrides_a_recipe():

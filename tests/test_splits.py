@@ -121,3 +121,23 @@ def test_malformed_split_files(tmp_path):
     record = {"format": "attnlab-split/1", "files": [], "seed": 0, "num_pairs": 4, "valid": [1], "test": [1]}
     with pytest.raises(DataError, match="share lines"):
         CorpusSplit.from_dict(record)
+
+
+def test_a_gzip_corpus_file_is_identified_by_its_text(tmp_path):
+    """A split made from ``x.tsv.gz`` verifies against a downloaded plain ``x.tsv`` holding the same text, and
+    not against a changed one; split files are readable by everyone (not mkstemp's owner-only mode)."""
+    import gzip
+
+    (tmp_path / "plain").mkdir()
+    plain = small_tsv(tmp_path / "plain" / "x.tsv")
+    packed = tmp_path / "packed" / "x.tsv.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+    split = make_split(read_tsv(packed), valid=5, test=5, seed=0)
+    saved = save_split(split, tmp_path / "split.json")
+    assert saved.stat().st_mode & 0o044 == 0o044
+    assert [f.name for f in split.files] == ["x.tsv"]
+    assert load_split(saved, read_tsv(plain)) == split
+    plain.write_text(plain.read_text(encoding="utf-8").replace("\t", "\t~", 1), encoding="utf-8")
+    with pytest.raises(DataError, match="was made from"):
+        load_split(saved, read_tsv(plain))

@@ -16,7 +16,7 @@ from attnlab import __version__
 from attnlab.core.errors import AttnlabError, ExitCode
 
 # Subcommand modules, in the order shown by --help.
-COMMANDS = ("demo", "train", "translate", "evaluate", "average", "viz", "data", "trace")
+COMMANDS = ("demo", "train", "predict", "translate", "evaluate", "average", "viz", "data", "trace")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,8 @@
 """``attnlab data``: fetch the public corpora, describe them, and make the seeded Tatoeba split.
 
+(The other corpora without an official split -- rotten-tomatoes, chinese-reviews, debian-descriptions -- make
+theirs under ``configs/splits/`` the first time a run reads them.)
+
 Examples::
 
     attnlab data fetch multi30k --dest ~/data          # 9 files, verified by SHA-256
@@ -85,6 +88,16 @@ _HEADER = f"{'file':<28} {'lines':>8} {'words':>9} {'words/l':>7} {'chars/l':>8}
 
 def run_stats(args: argparse.Namespace) -> int:
     root = resolve_data_dir(args.data_dir)
+    if args.corpus in ("rotten-tomatoes", "chinese-reviews"):
+        from attnlab.data.sentiment import describe
+
+        print("\n".join(describe(args.corpus, root)))
+        return 0
+    if args.corpus == "debian-descriptions":
+        from attnlab.data.debian import describe as describe_debian
+
+        print("\n".join(describe_debian(root)))
+        return 0
     print(_HEADER)
     if args.corpus == "multi30k":
         for split in MULTI30K_SPLITS:

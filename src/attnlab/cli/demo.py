@@ -29,12 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def demo_config(max_steps: int | None = None, seed: int | None = None):
     """The demo recipe: the ``dates`` task defaults of ``attnlab train --task dates --model seq2seq``."""
-    from attnlab.cli._run_options import TASK_DEFAULTS
     from attnlab.core.run_config import RunConfig, merge_dicts
+    from attnlab.tasks import get_task
 
     train = {k: v for k, v in (("max_steps", max_steps), ("seed", seed)) if v is not None}
-    return RunConfig.from_dict(merge_dicts(TASK_DEFAULTS["seq2seq"], {"data": {"source": "task", "task": "dates"},
-                                                                      "train": train}))
+    defaults = get_task("translation").defaults("seq2seq", synthetic=True)
+    return RunConfig.from_dict(merge_dicts(defaults, {"data": {"source": "task", "task": "dates"}, "train": train}))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
-"""``attnlab evaluate``: sacreBLEU BLEU and chrF (detokenized, cased) with their full signatures.
+"""``attnlab evaluate``: score a checkpoint on its own test split, or translations with sacreBLEU.
 
-Two modes:
+Three modes:
 
+* ``attnlab evaluate --checkpoint DIR`` scores the checkpoint on the test split of the data it was trained on,
+  with its task's metrics: accuracy and macro-F1 (classification), BLEU/chrF (translation), ROUGE
+  (summarization); ``--baseline`` adds the task's baseline trained on the same split.
 * ``attnlab evaluate --hyp FILE --ref FILE [--ref FILE ...] [--tgt-lang zh]`` scores an existing
   hypothesis file (one detokenized sentence per line, aligned with the references).
 * ``attnlab evaluate --checkpoint DIR --src FILE --ref FILE [--beam N]`` first translates ``--src`` with the
@@ -24,16 +27,21 @@ from attnlab.evaluate.bleu import EvalReport, score_corpus, score_files
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "evaluate", help="BLEU and chrF of translations (sacreBLEU)",
-        description="Score translations with sacreBLEU (detokenized, cased BLEU and chrF2) and print the "
-                    "signatures. Give either --hyp (score a file) or --checkpoint with --src (translate, then score).")
+        "evaluate", help="score a checkpoint on its test split, or translations with sacreBLEU",
+        description="With --checkpoint alone: score the checkpoint on the test split of its own data, with its "
+                    "task's metrics. With --hyp or --checkpoint --src: score translations with sacreBLEU "
+                    "(detokenized, cased BLEU and chrF2) and print the signatures.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--hyp", type=Path, help="hypothesis file: one detokenized translation per line")
-    mode.add_argument("--checkpoint", type=Path, help="checkpoint directory of a trained model (needs --src)")
-    parser.add_argument("--ref", type=Path, action="append", required=True,
+    mode.add_argument("--checkpoint", type=Path, help="checkpoint directory of a trained model")
+    parser.add_argument("--ref", type=Path, action="append", default=None,
                         help="reference file aligned with the hypotheses; repeat for several references")
+    parser.add_argument("--split", choices=("test", "valid"), default="test",
+                        help="with --checkpoint alone: which split of its data to score (default test)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="with --checkpoint alone: also fit and score the task's baseline on the same split")
     parser.add_argument("--src", type=Path, help="source file to translate (with --checkpoint)")
-    parser.add_argument("--beam", type=int, default=5, help="beam size with --checkpoint; 1 = greedy (default 5)")
+    parser.add_argument("--beam", type=int, default=5, help="beam size of encoder-decoders; 1 = greedy (default 5)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch with --checkpoint")
     parser.add_argument("--device", default="cpu", help="device with --checkpoint (default cpu)")
     parser.add_argument("--out", type=Path, help="with --checkpoint: also write the translations here")
@@ -89,7 +97,30 @@ def _print_report(report: EvalReport, as_json: bool) -> None:
     print(f"  sentences: {report.num_sentences}")
 
 
+def _score_split(args: argparse.Namespace) -> int:
+    from attnlab.pipeline import score_checkpoint
+
+    if args.out is not None or args.tgt_lang is not None:
+        raise ConfigError("--out and --tgt-lang go with --src/--ref; the checkpoint's own split needs neither")
+    if args.beam < 1:
+        raise ConfigError("--beam must be at least 1")
+    _, reports = score_checkpoint(args.checkpoint, beams=(args.beam,), baseline=args.baseline, split=args.split)
+    if args.json:
+        print(json.dumps({r.name: r.metrics for r in reports}, indent=2, ensure_ascii=False))
+    else:
+        for report in reports:
+            print(report.line.replace("test (", f"{args.split} (", 1))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None and args.src is None and args.ref is None:
+        return _score_split(args)
+    if args.ref is None:
+        raise ConfigError("--ref FILE is needed with --hyp and with --src (or give --checkpoint alone to score "
+                          "its test split)")
+    if args.split != "test" or args.baseline:
+        raise ConfigError("--split and --baseline go with --checkpoint alone")
     if args.hyp is not None:
         if args.src is not None or args.out is not None:
             raise ConfigError("--src and --out go with --checkpoint, not with --hyp")

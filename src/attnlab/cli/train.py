@@ -1,15 +1,14 @@
-"""``attnlab train``: train a Seq2Seq or Transformer on a synthetic task or a corpus."""
+"""``attnlab train``: train a model of any task on a synthetic dataset or a corpus, then score its test split."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from attnlab.cli._run_options import add_run_options, config_help, run_config_from_args, saved_run_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a translation model (synthetic task or corpus)",
+    p = sub.add_parser("train", help="train a model: translation, classification or summarization",
                        description="Train a model and write OUT/last (latest checkpoint), OUT/best, OUT/config.json "
                                    "and OUT/metrics.jsonl. Ctrl-C saves OUT/last; --resume continues it.",
                        epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -18,12 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--test-beam", type=int, default=None, metavar="N",
-                   help="after training, also score the test pairs with beam size N")
+                   help="after training, also score the test split with beam size N (text-to-text tasks)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.pipeline import load_translator, score_pairs, train_run
+    from attnlab.pipeline import score_test, train_run
     from attnlab.train.allocator import keep_freed_memory
 
     keep_freed_memory()
@@ -34,17 +33,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {tr.step} steps in {result.seconds:.0f}s ({tr.stop_reason}); final train loss {tr.final_loss:.3f}")
     if tr.best_value is not None:
         print(f"best {cfg.train.best_metric} = {tr.best_value:.4f} at step {tr.best_step} -> {tr.out_dir / 'best'}")
-    test = result.data.test
-    if test:
-        translator = load_translator(tr.out_dir / "best" if (tr.out_dir / "best").exists() else tr.out_dir / "last")
-        beams = [1] + ([args.test_beam] if args.test_beam and args.test_beam > 1 else [])
-        report = {}
-        for beam in beams:
-            metrics, _ = score_pairs(translator.model, translator.text, test, cfg, beam_size=beam)
-            report[f"beam{beam}"] = metrics
-            line = f"test ({len(test)} pairs, beam {beam}): exact match {100 * metrics['exact_match']:.1f}%"
-            if "bleu" in metrics:
-                line += f", BLEU {metrics['bleu']:.2f}, chrF {metrics['chrf']:.2f}"
-            print(line)
-        (tr.out_dir / "test_results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    beams = [1] + ([args.test_beam] if args.test_beam and args.test_beam > 1 else [])
+    for report in score_test(result, beams=beams):
+        print(report.line)
     return 0

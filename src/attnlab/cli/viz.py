@@ -1,8 +1,10 @@
-"""``attnlab viz``: translate (or encode) one sentence and draw its attention as figures and an HTML viewer.
+"""``attnlab viz``: translate, classify (or encode) one text and draw its attention as figures and an HTML viewer.
 
 Sources of a model, each a function returning a :class:`Drawn`: ``--checkpoint`` (a run or checkpoint folder
-written by ``attnlab train``) and ``--hf-model`` (a local Hugging Face folder). Both translate greedily, then
-run the model once more, teacher-forced on that translation, inside :func:`attnlab.viz.capture.capture`.
+written by ``attnlab train``) and ``--hf-model`` (a local Hugging Face folder). Encoder-decoders translate
+greedily, then run once more, teacher-forced on that translation, inside :func:`attnlab.viz.capture.capture`.
+A classifier draws its words highlighted by attention-pooling weight, with the predicted label (and, for a
+Transformer classifier, its heads' self-attention in files named ``*-heads.*`` beside the requested ones).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ class Drawn:
     """What a source hands to the drawing code.
 
     Attributes:
-        maps: the capture result of one forward pass (batch of one).
+        maps: the capture result of one forward pass (batch of one); may hold no layer (an RNN classifier).
         translation: the decoded target text for encoder-decoder models, else ``None``.
+        highlight: a classifier's words, their attention-pooling weights and its prediction, else ``None``.
     """
 
     maps: Any
     translation: str | None = None
+    highlight: Any = None  # attnlab.viz.highlight.Highlight of a classifier's prediction
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +94,8 @@ def _draw(drawn: Drawn, args: argparse.Namespace, head: int | str | None) -> int
     from attnlab.viz.html import write_html
     from attnlab.viz.views import as_views, pick_view, select
 
+    if drawn.highlight is not None:
+        return _draw_classifier(drawn, args, head)
     # Check --kind/--layer/--head against the model before writing anything.
     select(pick_view(as_views(drawn.maps), args.kind), args.layer, head)
     title = args.text if drawn.translation is None else f"{args.text} \N{RIGHTWARDS ARROW} {drawn.translation}"
@@ -106,6 +112,37 @@ def _draw(drawn: Drawn, args: argparse.Namespace, head: int | str | None) -> int
     return 0
 
 
+def _heads_path(path: str) -> Path:
+    p = Path(path)
+    return p.with_name(f"{p.stem}-heads{p.suffix}")
+
+
+def _draw_classifier(drawn: Drawn, args: argparse.Namespace, head: int | str | None) -> int:
+    from attnlab.viz.heatmap import plot_attention
+    from attnlab.viz.highlight import plot_highlight, write_highlight_html
+    from attnlab.viz.html import write_html
+
+    hl = drawn.highlight
+    print(f"prediction: {hl.label} ({hl.probability:.3f})")
+    heads = len(drawn.maps) > 0  # a Transformer classifier's self-attention layers
+    title = f"{_short(args.text)} → {hl.label} ({hl.probability:.2f})"
+    for fmt in FIGURES:
+        if getattr(args, fmt):
+            plot_highlight(hl, getattr(args, fmt))
+            print(f"wrote {getattr(args, fmt)}")
+            if heads:
+                plot_attention(drawn.maps, path=_heads_path(getattr(args, fmt)), kind=args.kind, layer=args.layer,
+                               head=head, title=title)
+                print(f"wrote {_heads_path(getattr(args, fmt))}")
+    if args.html:
+        write_highlight_html([hl], args.html, title=f"attnlab viz: {_short(args.text)}")
+        print(f"wrote {args.html}")
+        if heads:
+            write_html(drawn.maps, _heads_path(args.html), title=title)
+            print(f"wrote {_heads_path(args.html)}")
+    return 0
+
+
 def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
@@ -115,14 +152,16 @@ def _from_checkpoint(args: argparse.Namespace) -> Drawn:
     import torch
 
     from attnlab.data.vocab import BOS_ID
-    from attnlab.pipeline import load_translator
+    from attnlab.pipeline import Classifier, load_predictor
     from attnlab.viz.capture import capture
 
     path = Path(args.checkpoint)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint directory at {path}; pass the folder written by `attnlab train`, "
                               "e.g. runs/NAME/best")
-    translator = load_translator(path)
+    translator = load_predictor(path)
+    if isinstance(translator, Classifier):
+        return _classify(translator, args)
     result = translator.translate([args.text], beam_size=1, max_len=args.max_new_tokens)[0]
     if not result.src_tokens or result.best is None:
         raise ConfigError(f"--text {args.text!r} gives no source tokens for this model")
@@ -137,6 +176,27 @@ def _from_checkpoint(args: argparse.Namespace) -> Drawn:
     with torch.no_grad(), capture(model, src_tokens=result.src_tokens, tgt_tokens=emitted) as maps:
         model(src, torch.tensor([src.shape[1]], device=device), torch.tensor([tgt_in], device=device))
     return Drawn(maps, result.text)
+
+
+def _classify(classifier: Any, args: argparse.Namespace) -> Drawn:
+    """Predict with attention-pooling weights, and capture the encoder's self-attention (if any) in one pass."""
+    from attnlab.viz.capture import capture
+    from attnlab.viz.highlight import Highlight
+
+    tokens = classifier.text.tokenizer.tokenize(args.text)
+    if not tokens:
+        raise ConfigError("--text gives no tokens for this model")
+    layers = getattr(classifier.model, "layers", None)  # a Transformer's self-attention layers, not the pooling
+    if layers is None:
+        maps: Any = []
+        (prediction,) = classifier.predict([args.text], return_attention=True)
+    else:
+        with capture(layers, src_tokens=tokens[:classifier.config.data.max_len]) as maps:
+            (prediction,) = classifier.predict([args.text], return_attention=True)
+    if prediction.attention is None:
+        raise ConfigError(f"{type(classifier.model).__name__} returns no attention-pooling weights to draw")
+    return Drawn(maps, highlight=Highlight(prediction.tokens, prediction.attention, prediction.label,
+                                           prediction.probability, text=args.text))
 
 
 def _from_hf(args: argparse.Namespace) -> Drawn:

@@ -56,3 +56,23 @@ class Batch:
     @property
     def num_tgt_tokens(self) -> int:
         return int(self.tgt_lens.sum())
+
+
+@dataclass
+class LabelBatch:
+    """A padded batch of texts with one class label each (classification; padding id 0).
+
+    Attributes:
+        tokens: ``(B, T)`` token ids.
+        lengths: ``(B,)`` number of real tokens per row.
+        labels: ``(B,)`` class ids.
+        index: ``(B,)`` position of each example in its dataset.
+    """
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+
+    def to(self, device: torch.device | str) -> LabelBatch:
+        return LabelBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})

@@ -9,13 +9,13 @@ Truncation to a maximum length happens earlier, in :func:`attnlab.data.dataset.e
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from attnlab.core.errors import CheckpointError, ConfigError, DataError
-from attnlab.core.types import Batch
+from attnlab.core.types import Batch, LabelBatch
 from attnlab.data.dataset import Example
 from attnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -55,6 +55,21 @@ def collate(examples: Sequence[Example], pad_id: int = PAD_ID) -> Batch:
     )
 
 
+def collate_labels(examples: Sequence[Example], pad_id: int = PAD_ID) -> LabelBatch:
+    """Pad classification examples (``label`` set) into one :class:`~attnlab.core.types.LabelBatch` (int64)."""
+    if not examples:
+        raise DataError("collate_labels: got no examples; a batch needs at least one")
+    if any(ex.label is None for ex in examples):
+        raise DataError("collate_labels: an example has no label; build examples with encode_labelled")
+    rows = [list(ex.src_ids) for ex in examples]
+    return LabelBatch(
+        tokens=_pad(rows, max(len(r) for r in rows), pad_id),  # (B, T)
+        lengths=torch.tensor([len(r) for r in rows], dtype=torch.int64),  # (B,)
+        labels=torch.tensor([ex.label for ex in examples], dtype=torch.int64),  # (B,)
+        index=torch.tensor([ex.index for ex in examples], dtype=torch.int64),  # (B,)
+    )
+
+
 def _check_int(name: str, value: Any, minimum: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
         expected = "an int" if minimum is None else f"an int >= {minimum}"
@@ -70,7 +85,8 @@ class BucketedBatches:
     visits every batch once, in an order shuffled by a generator seeded from ``(seed, epoch)`` (no
     global RNG); with ``shuffle=False`` batches come shortest first.
 
-    Iterating yields collated :class:`~attnlab.core.types.Batch` es: the *remaining* batches of the
+    Iterating yields collated batches (``collate_fn``: :func:`collate` for pairs, :func:`collate_labels` for
+    classification): the *remaining* batches of the
     current epoch, from the current position, after which ``epoch`` advances. So::
 
         for epoch in range(num_epochs):
@@ -91,6 +107,7 @@ class BucketedBatches:
         seed: int = 0,
         max_sentences: int | None = None,
         pad_id: int = PAD_ID,
+        collate_fn: Callable[[Sequence[Example], int], Any] = collate,
     ) -> None:
         if not examples:
             raise DataError("BucketedBatches: got no examples; check the data file and the max_len filter")
@@ -104,6 +121,7 @@ class BucketedBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.pad_id = pad_id
+        self.collate_fn = collate_fn
         self.epoch = 0
         self.position = 0
         self._groups = self._pack()
@@ -145,7 +163,7 @@ class BucketedBatches:
         while self.position < len(order):
             group = self._groups[order[self.position]]
             self.position += 1
-            yield collate([self._examples[i] for i in group], self.pad_id)
+            yield self.collate_fn([self._examples[i] for i in group], self.pad_id)
         self.epoch += 1
         self.position = 0
 

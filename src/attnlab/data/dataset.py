@@ -27,11 +27,13 @@ class Example:
             prepended by :func:`attnlab.data.batching.collate` for the decoder input.
         index: position of the pair in the list given to :func:`encode_pairs` (stable when pairs are
             skipped, so outputs can be matched to inputs).
+        label: the class id of a classification example (whose ``tgt_ids`` are empty), else ``None``.
     """
 
     src_ids: list[int]
     tgt_ids: list[int]
     index: int
+    label: int | None = None
 
     @property
     def src_len(self) -> int:
@@ -138,3 +140,37 @@ def build_vocabs(
         return vocab, vocab
     return (Vocab.build(src_sentences, min_freq=min_freq, max_size=max_size),
             Vocab.build(tgt_sentences, min_freq=min_freq, max_size=max_size))
+
+
+def encode_labelled(
+    pairs: Sequence[tuple[str, str]], tokenizer: Tokenizer, vocab: Vocab, labels: Sequence[str], max_len: int | None
+) -> tuple[list[Example], dict[str, int]]:
+    """Encode ``(text, label_name)`` pairs for classification: one :class:`Example` with ``label`` set per pair.
+
+    Texts longer than ``max_len`` tokens are cut to their first ``max_len`` (counted as ``truncated``); texts
+    with no token are skipped (``skipped_empty``). Both counts are logged at the default level.
+
+    Raises:
+        DataError: a label that is not one of ``labels``.
+    """
+    _check_max_len(max_len, 1)
+    ids = {name: i for i, name in enumerate(labels)}
+    stats = {"total": 0, "kept": 0, "truncated": 0, "skipped_empty": 0}
+    examples: list[Example] = []
+    for index, (text, label) in enumerate(pairs):
+        stats["total"] += 1
+        if label not in ids:
+            raise DataError(f"example {index}: label {str(label)[:40]!r} is not one of {', '.join(labels)}")
+        tokens = vocab.encode(tokenizer.tokenize(text))
+        if not tokens:
+            stats["skipped_empty"] += 1
+            continue
+        if max_len is not None and len(tokens) > max_len:
+            stats["truncated"] += 1
+            tokens = tokens[:max_len]
+        examples.append(Example(tokens, [], index, ids[label]))
+        stats["kept"] += 1
+    if stats["truncated"] or stats["skipped_empty"]:
+        logger.warning("kept %d of %d texts: %d cut to max_len=%s tokens, %d skipped as empty", stats["kept"],
+                       stats["total"], stats["truncated"], max_len, stats["skipped_empty"])
+    return examples, stats

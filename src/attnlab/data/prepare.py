@@ -73,6 +73,10 @@ class PreparedData:
     valid_examples: list[Example]
     stats: dict[str, Any] = field(default_factory=dict)
 
+    def extra_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps to map text to ids again: the tokenizers and vocabularies."""
+        return self.text.to_dict()
+
 
 def load_pairs(cfg: DataConfig) -> tuple[Pairs, Pairs, Pairs]:
     """The raw train/valid/test pairs named by ``cfg``."""
@@ -88,12 +92,19 @@ def load_pairs(cfg: DataConfig) -> tuple[Pairs, Pairs, Pairs]:
                               for split in ("train", "val", "test_2016_flickr"))
     elif cfg.source == "tatoeba-cmn":
         train, valid, test = _tatoeba(cfg)
-    else:
+    elif cfg.source == "debian-descriptions":
+        from attnlab.data.debian import load_debian_split, read_debian_descriptions
+
+        train, valid, test = load_debian_split(read_debian_descriptions(cfg.data_dir), seed=cfg.seed,
+                                               split_file=cfg.split_file)
+    elif cfg.source == "files":
         from attnlab.data.corpus import read_parallel
 
         train = read_parallel(cfg.train_src, cfg.train_tgt).pairs
         valid = read_parallel(cfg.valid_src, cfg.valid_tgt).pairs
         test = read_parallel(cfg.test_src, cfg.test_tgt).pairs if cfg.test_src and cfg.test_tgt else []
+    else:
+        raise ConfigError(f"data.source {cfg.source!r} holds no text pairs (it is a classification corpus)")
     if cfg.max_train is not None:
         train = train[:cfg.max_train]
     return list(train), list(valid), list(test)
@@ -165,16 +176,19 @@ def build_text_pipeline(cfg: DataConfig, train: Pairs) -> TextPipeline:
                         Vocab.build(tgt_sents, min_freq=cfg.min_freq))
 
 
-def prepare_data(cfg: DataConfig, text: TextPipeline | None = None) -> PreparedData:
-    """Read or generate the pairs, fit the text pipeline on training pairs (unless given) and encode."""
+def prepare_data(cfg: DataConfig, text: TextPipeline | None = None, *, truncate: bool = False) -> PreparedData:
+    """Read or generate the pairs, fit the text pipeline on training pairs (unless given) and encode.
+
+    Pairs with a side longer than ``cfg.max_len`` tokens are skipped, or with ``truncate`` cut to it (a long
+    document to summarize keeps its lead); both are counted and logged."""
     train, valid, test = load_pairs(cfg)
     if not train:
         raise ConfigError("the training split is empty; check the data options")
     if text is None:
         text = build_text_pipeline(cfg, train)
     args = (text.src_tokenizer, text.tgt_tokenizer, text.src_vocab, text.tgt_vocab)
-    train_examples, train_stats = encode_pairs(train, *args, max_len=cfg.max_len)
-    valid_examples, valid_stats = encode_pairs(valid, *args, max_len=cfg.max_len)
+    train_examples, train_stats = encode_pairs(train, *args, max_len=cfg.max_len, truncate=truncate)
+    valid_examples, valid_stats = encode_pairs(valid, *args, max_len=cfg.max_len, truncate=truncate)
     stats = {"train_pairs": len(train), "valid_pairs": len(valid), "test_pairs": len(test),
              "train": train_stats, "valid": valid_stats,
              "src_vocab": len(text.src_vocab), "tgt_vocab": len(text.tgt_vocab)}

@@ -14,6 +14,8 @@ thousands), package descriptions by their source-package family.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import logging
 import os
@@ -126,8 +128,22 @@ class CorpusSplit:
         return split
 
 
+def _content_identity(path: str) -> tuple[str, str]:
+    """``(name, sha256)`` of a corpus file's content: a gzip file counts as the text inside it (``pos.txt.gz`` and a
+    downloaded ``pos.txt`` with the same text are the same corpus file)."""
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if not gzipped:
+        return Path(path).name, sha256_file(path)
+    digest = hashlib.sha256()
+    with gzip.open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            digest.update(chunk)
+    return Path(path).name.removesuffix(".gz"), digest.hexdigest()
+
+
 def _identify(paths: tuple[str, ...], lines: int) -> tuple[CorpusFile, ...]:
-    return tuple(CorpusFile(Path(p).name, sha256_file(p), lines) for p in paths)
+    return tuple(CorpusFile(*_content_identity(p), lines) for p in paths)
 
 
 def _resolve_size(size: int | float, total: int, name: str) -> int:
@@ -207,6 +223,7 @@ def save_split(split: CorpusSplit, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; a split file is shared like any config file
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(split.to_dict(), f, indent=None, separators=(",", ":"))
             f.write("\n")

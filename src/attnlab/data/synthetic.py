@@ -12,6 +12,9 @@ Tasks (registered in :data:`TASKS`):
 - ``"reverse"``, ``"copy"``, ``"sort"``: space-separated tokens (single digits or letters) reversed,
   copied, or sorted (by code point: digits before letters). Word-level.
 - ``"hello"``: ``"hello" -> "ohlol"``, the classic RNN toy (every pair is the same). Character-level.
+- ``"keywords"`` (classification): a sentence of neutral filler words with exactly one sentiment word, whose
+  polarity is the label (``"the plot was superb and long" -> "positive"``). Where the model should look is
+  known exactly, so attention pooling can be checked against it. Word-level.
 
 Date formats are chosen so that no source is ambiguous:
 
@@ -242,12 +245,56 @@ class HelloTask(Task):
         return "hello", "ohlol"
 
 
+FILLER_WORDS: tuple[str, ...] = (
+    "the", "a", "film", "plot", "cast", "story", "movie", "ending", "music", "scene", "was", "is", "and", "very",
+    "quite", "long", "short", "old", "new", "its", "this", "that", "with", "of", "in", "on", "it", "felt", "seemed",
+)
+POSITIVE_WORDS: tuple[str, ...] = ("superb", "great", "moving", "brilliant", "charming", "delightful")
+NEGATIVE_WORDS: tuple[str, ...] = ("awful", "dull", "tedious", "clumsy", "boring", "dreadful")
+
+
+@dataclass(frozen=True)
+class KeywordTask(Task):
+    """Filler words plus one sentiment keyword at a random position -> its polarity (a classification label).
+
+    Filler words never carry polarity, so the keyword alone decides the label; :meth:`keyword_position` says
+    where it is (for checking where a classifier's attention goes).
+    """
+
+    name: str = "keywords"
+    description: str = "one sentiment word among neutral filler words -> 'positive' or 'negative'"
+    min_len: int = 4
+    max_len: int = 12
+    tokenizer: ClassVar[TokenizerKind] = "word"
+    labels: ClassVar[tuple[str, str]] = ("negative", "positive")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_len <= self.max_len:
+            raise ConfigError(f"KeywordTask: got min_len={self.min_len}, max_len={self.max_len}, expected "
+                              "1 <= min_len <= max_len")
+
+    def sample(self, rng: random.Random) -> tuple[str, str]:
+        length = rng.randint(self.min_len, self.max_len)
+        words = [rng.choice(FILLER_WORDS) for _ in range(length - 1)]
+        label = rng.randrange(2)
+        keyword = rng.choice(POSITIVE_WORDS if label else NEGATIVE_WORDS)
+        words.insert(rng.randint(0, len(words)), keyword)
+        return " ".join(words), self.labels[label]
+
+    @staticmethod
+    def keyword_position(text: str) -> int:
+        """Index (in whitespace words) of the sentiment keyword of a generated ``text``."""
+        polar = set(POSITIVE_WORDS) | set(NEGATIVE_WORDS)
+        return next(i for i, w in enumerate(text.split()) if w in polar)
+
+
 TASKS: dict[str, Task] = {
     "dates": DateTask(),
     "reverse": SequenceTask("reverse", "reverse a sequence of digit/letter tokens", _reverse),
     "copy": SequenceTask("copy", "copy a sequence of digit/letter tokens", _copy),
     "sort": SequenceTask("sort", "sort a sequence of digit/letter tokens (digits before letters)", _sort),
     "hello": HelloTask(),
+    "keywords": KeywordTask(),
 }
 """Registered tasks by name (read-only by convention; build variants with :func:`dataclasses.replace`)."""
 

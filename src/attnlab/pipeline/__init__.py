@@ -1,14 +1,22 @@
-"""One run end to end: data -> model -> train (with validation by decoding) -> load for inference.
+"""One run end to end for any task: data -> model -> train (with validation) -> test scores -> load for inference.
 
-This layer sits after ``evaluate`` in attnlab's one-way chain (core -> attention -> models -> data ->
-train -> decode -> evaluate -> pipeline -> viz -> cli): it composes the layers below into the jobs the CLI
+This layer sits after ``tasks`` in attnlab's one-way chain (core -> attention -> models -> data -> train ->
+decode -> evaluate -> tasks -> pipeline -> viz -> cli): it composes the task's pieces into the jobs the CLI
 runs, and adds no math of its own.
 """
 
 from attnlab.pipeline.average import average_checkpoints
-from attnlab.pipeline.load import Translator, load_translator, resolve_checkpoint
-from attnlab.pipeline.run import RunResult, train_run
+from attnlab.pipeline.load import (
+    Classifier,
+    Translator,
+    load_predictor,
+    load_translator,
+    predictor_from_checkpoint,
+    resolve_checkpoint,
+)
+from attnlab.pipeline.run import RunResult, score_checkpoint, score_test, train_run
 from attnlab.pipeline.validate import exact_match, make_evaluator, score_pairs
 
-__all__ = ["RunResult", "Translator", "average_checkpoints", "exact_match", "load_translator", "make_evaluator",
-           "resolve_checkpoint", "score_pairs", "train_run"]
+__all__ = ["Classifier", "RunResult", "Translator", "average_checkpoints", "exact_match", "load_predictor",
+           "load_translator", "make_evaluator", "predictor_from_checkpoint", "resolve_checkpoint", "score_checkpoint",
+           "score_pairs", "score_test", "train_run"]

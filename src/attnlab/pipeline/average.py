@@ -3,7 +3,8 @@
 Averaging the last few checkpoints of a run (Vaswani et al., 2017, section 6.1; Wu et al., 2021, for the
 Transformer-tiny baseline on Multi30k) smooths out the noise of the last updates and usually gains some BLEU
 for free. The checkpoints must come from the same model and text pipeline (same model config, tokenizers and
-vocabularies); the result is an ordinary inference checkpoint that ``attnlab translate``/``evaluate`` read.
+vocabularies, labels); the result is an ordinary inference checkpoint that ``attnlab translate``, ``predict`` and
+``evaluate`` read.
 Keep the checkpoints to average with ``train.keep_snapshots`` (see :class:`attnlab.train.Trainer`).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from attnlab.core.errors import CheckpointError
-from attnlab.pipeline.load import translator_from_checkpoint
+from attnlab.pipeline.load import predictor_from_checkpoint
 from attnlab.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["average_checkpoints", "mean_state"]
@@ -46,7 +47,7 @@ def _check_compatible(ckpts: Sequence[Checkpoint]) -> None:
         if ckpt.config.get("model") != ref.config.get("model"):
             raise CheckpointError(f"checkpoint {ckpt.path}: its model config differs from {ref.path}'s; only "
                                   f"checkpoints of the same run can be averaged")
-        for key in ("src_tokenizer", "tgt_tokenizer", "src_vocab", "tgt_vocab"):
+        for key in sorted((set(ckpt.extra) | set(ref.extra)) - {"averaged_from"}):  # tokenizers, vocabularies, labels
             if ckpt.extra.get(key) != ref.extra.get(key):
                 raise CheckpointError(f"checkpoint {ckpt.path}: its {key} differs from {ref.path}'s; only "
                                       f"checkpoints of the same run can be averaged")
@@ -80,10 +81,9 @@ def average_checkpoints(sources: Sequence[str | Path], out: str | Path) -> list[
     ckpts = sorted((load_checkpoint(s) for s in sources), key=lambda c: c.step)
     _check_compatible(ckpts)
     newest = ckpts[-1]
-    translator = translator_from_checkpoint(newest)  # the model, built from the run's own config
-    names = list(translator.model.state_dict())
-    averaged = mean_state([c.model_state for c in ckpts], names)
-    translator.model.load_state_dict(averaged, strict=True)
+    model = predictor_from_checkpoint(newest).model  # the model of any task, built from the run's own config
+    averaged = mean_state([c.model_state for c in ckpts], list(model.state_dict()))
+    model.load_state_dict(averaged, strict=True)
     extra = {**newest.extra, "averaged_from": [{"path": str(c.path), "step": c.step} for c in ckpts]}
-    save_checkpoint(out, model=translator.model, step=newest.step, config=newest.config, extra=extra)
+    save_checkpoint(out, model=model, step=newest.step, config=newest.config, extra=extra)
     return [c.step for c in ckpts]

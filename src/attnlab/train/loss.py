@@ -6,18 +6,21 @@ over a logging window) are exact token-weighted means rather than means of batch
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from attnlab.core.types import Batch
+from attnlab.core.types import Batch, LabelBatch
 from attnlab.models.base import EncoderDecoder
 
 PAD_ID = 0
 
-__all__ = ["PAD_ID", "loss_evaluator", "masked_cross_entropy", "token_loss"]
+__all__ = ["PAD_ID", "classification_loss", "loss_evaluator", "masked_cross_entropy", "mean_loss",
+           "teacher_forced_loss", "token_loss"]
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0,
@@ -53,18 +56,35 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, label_sm
     return loss_sum, int(mask.sum())
 
 
+def teacher_forced_loss(model: EncoderDecoder, batch: Batch, *,
+                        label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
+    """The encoder-decoder loss: logits of ``<bos> y1 .. yn`` scored against ``y1 .. yn <eos>``, summed over tokens."""
+    logits = model(batch.src, batch.src_lens, batch.tgt_in).logits  # (B, Tt, V)
+    return masked_cross_entropy(logits, batch.tgt_out, label_smoothing=label_smoothing)
+
+
+def classification_loss(model: torch.nn.Module, batch: LabelBatch, *,
+                        label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
+    """Cross-entropy of a classifier's ``logits`` ``(B, C)`` against ``batch.labels``, summed over the B examples
+    (float32 whatever the autocast dtype)."""
+    logits = model(batch.tokens, batch.lengths).logits  # (B, C)
+    loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum", label_smoothing=label_smoothing)
+    return loss_sum, int(batch.labels.numel())
+
+
+LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, int]]
+
+
 @torch.no_grad()
-def token_loss(model: EncoderDecoder, batches: Iterable[Batch], *, device: torch.device | str = "cpu",
-               label_smoothing: float = 0.0) -> float:
-    """Token-weighted mean cross-entropy of ``model`` (in eval mode) over ``batches``; ``nan`` if empty."""
+def mean_loss(model: torch.nn.Module, batches: Iterable[Any], loss: LossFn, *,
+              device: torch.device | str = "cpu") -> float:
+    """``sum(loss_sum) / sum(count)`` of ``loss`` over ``batches`` with ``model`` in eval mode; ``nan`` if empty."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     try:
         for batch in batches:
-            batch = batch.to(device)
-            logits = model(batch.src, batch.src_lens, batch.tgt_in).logits
-            loss_sum, n = masked_cross_entropy(logits, batch.tgt_out, label_smoothing=label_smoothing)
+            loss_sum, n = loss(model, batch.to(device))
             total += float(loss_sum)
             count += n
     finally:
@@ -72,17 +92,29 @@ def token_loss(model: EncoderDecoder, batches: Iterable[Batch], *, device: torch
     return total / count if count else math.nan
 
 
-def loss_evaluator(batches: Iterable[Batch], *, prefix: str = "val_",
-                   device: torch.device | str = "cpu") -> Callable[[EncoderDecoder], dict[str, float]]:
-    """An ``evaluate`` function for the trainer: ``{prefix+'loss', prefix+'ppl'}`` on fixed batches.
+def token_loss(model: EncoderDecoder, batches: Iterable[Batch], *, device: torch.device | str = "cpu",
+               label_smoothing: float = 0.0) -> float:
+    """Token-weighted mean teacher-forced cross-entropy of ``model`` (in eval mode) over ``batches``."""
+    return mean_loss(model, batches, functools.partial(teacher_forced_loss, label_smoothing=label_smoothing),
+                     device=device)
 
-    The batches are materialized once, so every evaluation sees exactly the same data.
+
+def loss_evaluator(batches: Iterable[Any], *, prefix: str = "val_", device: torch.device | str = "cpu",
+                   loss: LossFn | None = None,
+                   perplexity: bool = True) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """An ``evaluate`` function for the trainer: ``{prefix+'loss'}`` (and ``prefix+'ppl'``) on fixed batches.
+
+    The batches are materialized once, so every evaluation sees exactly the same data. ``loss`` defaults to the
+    teacher-forced loss without smoothing.
     """
     fixed = list(batches)
+    loss = loss or teacher_forced_loss
 
-    def evaluate(model: EncoderDecoder) -> dict[str, float]:
-        loss = token_loss(model, fixed, device=device)
-        ppl = math.exp(min(loss, 700.0)) if not math.isnan(loss) else math.nan  # exp overflows beyond ~709
-        return {f"{prefix}loss": loss, f"{prefix}ppl": ppl}
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        value = mean_loss(model, fixed, loss, device=device)
+        out = {f"{prefix}loss": value}
+        if perplexity:  # exp overflows beyond ~709
+            out[f"{prefix}ppl"] = math.exp(min(value, 700.0)) if not math.isnan(value) else math.nan
+        return out
 
     return evaluate

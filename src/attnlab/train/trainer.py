@@ -1,4 +1,9 @@
-"""The training loop: teacher-forced AdamW training of any :class:`EncoderDecoder`, with exact resume.
+"""The training loop: AdamW training of any model on any task's loss, with exact resume.
+
+The trainer knows nothing of the task: it asks a ``loss(model, batch) -> (loss_sum, count)`` callable for the
+summed loss of a batch and what it is summed over (target tokens for teacher-forced text generation, examples
+for classification), and minimizes ``loss_sum / count``. Without one it trains an encoder-decoder with
+teacher forcing (:func:`attnlab.train.loss.teacher_forced_loss`).
 
 One run lives in an output directory::
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import random
@@ -38,10 +44,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from attnlab.core.config import to_dict
 from attnlab.core.errors import ConfigError, DataError, DivergedError
 from attnlab.core.train_config import TrainConfig
-from attnlab.core.types import Batch
-from attnlab.models.base import EncoderDecoder
 from attnlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, write_json_atomic
-from attnlab.train.loss import masked_cross_entropy
+from attnlab.train.loss import teacher_forced_loss
 from attnlab.train.progress import MetricsLog, ProgressBar, Throughput
 from attnlab.train.schedule import WarmupSchedule
 from attnlab.train.signals import StopSignals, TrainingInterrupted
@@ -49,10 +53,12 @@ from attnlab.train.signals import StopSignals, TrainingInterrupted
 logger = logging.getLogger(__name__)
 
 StopReason = Literal["max_steps", "max_epochs", "max_minutes", "max_cpu_minutes", "early_stopping"]
-Evaluate = Callable[[EncoderDecoder], Mapping[str, float]]
+Evaluate = Callable[[torch.nn.Module], Mapping[str, float]]
+LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, int]]
+"""``loss(model, batch) -> (loss_sum, count)``: a differentiable float32 sum and the number of items summed."""
 
-__all__ = ["BatchSource", "check_fresh_run_dir", "Evaluate", "StopReason", "TrainResult", "Trainer", "build_optimizer",
-           "list_snapshots", "snapshot_name", "SNAPSHOTS_DIR"]
+__all__ = ["BatchSource", "check_fresh_run_dir", "Evaluate", "LossFn", "StopReason", "TrainResult", "Trainer",
+           "build_optimizer", "list_snapshots", "snapshot_name", "SNAPSHOTS_DIR"]
 
 
 class BatchSource(Protocol):
@@ -66,7 +72,7 @@ class BatchSource(Protocol):
 
     epoch: int
 
-    def __iter__(self) -> Iterator[Batch]: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
     def __len__(self) -> int: ...
 
@@ -163,8 +169,7 @@ class Trainer:
     """Trains ``model`` on ``batches`` with ``config``, writing the run to ``out_dir`` (see the module docstring).
 
     Args:
-        model: any :class:`EncoderDecoder`; trained with teacher forcing
-            (``model(batch.src, batch.src_lens, batch.tgt_in).logits`` against ``batch.tgt_out``).
+        model: the module to train (moved to ``device``).
         config: optimization and run settings.
         batches: the training data (:class:`BatchSource`); its position is saved with every checkpoint.
         out_dir: the run directory; a fresh run refuses a directory that already holds one.
@@ -176,12 +181,15 @@ class Trainer:
         extra_state: JSON-ready data saved with every checkpoint (tokenizer and vocabulary dicts).
         progress: show the progress bar (``None``: only when stderr is a terminal).
         device: where batches are moved (the model is moved there too).
+        loss: the task's ``loss(model, batch) -> (loss_sum, count)`` (:data:`LossFn`), called under autocast when
+            ``config.bf16``; default: teacher-forced cross-entropy of an :class:`EncoderDecoder` with
+            ``config.label_smoothing``.
     """
 
-    def __init__(self, model: EncoderDecoder, config: TrainConfig, batches: BatchSource, out_dir: str | Path, *,
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, batches: BatchSource, out_dir: str | Path, *,
                  evaluate: Evaluate | None = None, run_config: Mapping[str, Any] | None = None,
                  extra_state: Mapping[str, Any] | None = None, progress: bool | None = True,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", loss: LossFn | None = None) -> None:
         if evaluate is None and config.best_metric != "train_loss":
             raise ConfigError(f"best_metric {config.best_metric!r} needs an evaluation function; pass evaluate= "
                               f"or set best_metric: train_loss")
@@ -191,6 +199,7 @@ class Trainer:
         self.batches = batches
         self.out_dir = Path(out_dir)
         self.evaluate = evaluate
+        self.loss = loss or functools.partial(teacher_forced_loss, label_smoothing=config.label_smoothing)
         self.run_config = {**(run_config or {}), "train": to_dict(config)}
         self.extra_state = dict(extra_state or {})
         self.progress = progress
@@ -309,8 +318,8 @@ class Trainer:
         logger.info("training stopped at step %d (%s)", self.step, reason.replace("_", " "))
         return self._result(reason)
 
-    def _train_step(self, batch: Batch, bar: ProgressBar, meter: Throughput, start: float) -> None:
-        """One teacher-forced update; raises :class:`DivergedError` before applying a non-finite one."""
+    def _train_step(self, batch: Any, bar: ProgressBar, meter: Throughput, start: float) -> None:
+        """One update on the task's loss; raises :class:`DivergedError` before applying a non-finite one."""
         cfg = self.config
         step = self.step + 1
         batch = batch.to(self.device)
@@ -318,8 +327,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.schedule.lr
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = self.model(batch.src, batch.src_lens, batch.tgt_in).logits  # (B, Tt, V)
-        loss_sum, num_tokens = masked_cross_entropy(logits, batch.tgt_out, label_smoothing=cfg.label_smoothing)
+            loss_sum, num_tokens = self.loss(self.model, batch)  # float32 sum over num_tokens items
         loss_value = float(loss_sum.detach())
         if not math.isfinite(loss_value):
             self._diverged(step, f"the loss is {loss_value}")

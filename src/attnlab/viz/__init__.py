@@ -31,6 +31,10 @@ _EXPORTS = {
     "mask_heads": "attnlab.viz.analysis",
     "head_importance": "attnlab.viz.analysis",
     "HeadImportance": "attnlab.viz.analysis",
+    "Highlight": "attnlab.viz.highlight",
+    "plot_highlight": "attnlab.viz.highlight",
+    "highlight_html": "attnlab.viz.highlight",
+    "write_highlight_html": "attnlab.viz.highlight",
     "AttentionView": "attnlab.viz.views",
     "as_views": "attnlab.viz.views",
 }

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnlab.core.run_config import RunConfig
-from attnlab.pipeline import validate
-from attnlab.pipeline.validate import spread_sample
+from attnlab.tasks import text_to_text as validate
+from attnlab.tasks.text_to_text import spread_sample
 
 
 @given(n=st.integers(0, 300), count=st.integers(0, 320))

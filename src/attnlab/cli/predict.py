@@ -1,0 +1,87 @@
+"""``attnlab predict``: run a trained model of any task on one text per line.
+
+Classification checkpoints print ``label<TAB>probability`` per line; text-to-text checkpoints (translation,
+summarization) print the generated text. ``--html``/``--png`` draw where a classifier looked: every line's
+words highlighted by their attention weight, all in one page (or one figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from attnlab.cli.translate import read_sentences
+from attnlab.core.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="label (or translate/summarize) one text per line with a checkpoint",
+                       description="Read one text per line (stdin or --input). A classifier prints "
+                                   "'label<TAB>probability' per line; an encoder-decoder prints its output text.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory, e.g. runs/x/best")
+    p.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
+    p.add_argument("--output", metavar="FILE", help="output file (default: stdout); written only when all is done")
+    p.add_argument("--beam", type=int, default=None, metavar="N", help="beam size for encoder-decoders")
+    p.add_argument("--html", metavar="FILE", help="classifiers: write the attention highlights of every line to FILE")
+    p.add_argument("--png", metavar="FILE", help="classifiers: draw the highlights of the first --max-figure lines "
+                                                 "(.png, .svg or .pdf)")
+    p.add_argument("--max-figure", type=int, default=10, metavar="N", help="lines drawn by --png (default 10)")
+    p.set_defaults(func=run)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.beam is not None and args.beam < 1:
+        raise ConfigError(f"--beam must be at least 1, got {args.beam}")
+    if args.max_figure < 1:
+        raise ConfigError(f"--max-figure must be at least 1, got {args.max_figure}")
+    if args.html and Path(args.html).suffix.lower() != ".html":
+        raise ConfigError(f"--html expects a file name ending in .html, got {args.html[:80]!r}")
+    if args.png and Path(args.png).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ConfigError(f"--png expects a .png, .svg or .pdf file name, got {args.png[:80]!r}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnlab.pipeline import Classifier, load_predictor
+
+    _check(args)
+    predictor = load_predictor(args.checkpoint)
+    texts = read_sentences(args.input)
+    if isinstance(predictor, Classifier):
+        predictions = predictor.predict(texts, return_attention=bool(args.html or args.png))
+        # A line with no token has nothing to classify: an empty output line keeps the lines aligned.
+        lines = [f"{p.label}\t{p.probability:.4f}" if p.tokens else "" for p in predictions]
+        empty = sum(not p.tokens for p in predictions)
+        if empty:
+            print(f"attnlab predict: {empty} input line(s) hold no token; their output lines are empty",
+                  file=sys.stderr)
+        _draw(predictions, args)
+    else:
+        if args.html or args.png:
+            raise ConfigError("--html/--png draw a classifier's word attention; for an encoder-decoder use "
+                              "`attnlab viz --checkpoint DIR --text ...`")
+        lines = [t.text for t in predictor.translate(texts, beam_size=args.beam)]
+    text = "".join(line + "\n" for line in lines)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _draw(predictions: list, args: argparse.Namespace) -> None:
+    from attnlab.viz.highlight import Highlight, plot_highlight, write_highlight_html
+
+    shown = [Highlight(p.tokens, p.attention, p.label, p.probability, text=p.text, title=f"line {i}")
+             for i, p in enumerate(predictions, start=1) if p.tokens and p.attention is not None]
+    if not shown:
+        return
+    if args.html:
+        write_highlight_html(shown, args.html, title="attnlab predict: where the classifier looked")
+        print(f"wrote {args.html}", file=sys.stderr)
+    if args.png:
+        plot_highlight(shown[:args.max_figure], args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
