@@ -35,6 +35,40 @@ def test_attention_pooling_masks_padding() -> None:
     assert not torch.allclose(weights[0, 0], weights[0, 1])  # the queries differ
 
 
+def test_scaled_dot_pooling_equals_a_loop_oracle() -> None:
+    """score_t = q . (W_k h_t) / sqrt(D), softmax over the real positions, weighted sum of the h_t."""
+    torch.manual_seed(0)
+    pool = AttentionPooling(6, num_queries=2, scoring="scaled_dot").double()
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    lens = [5, 3]
+    pooled, weights = pool(x, valid_lens=torch.tensor(lens))
+    for b, n in enumerate(lens):
+        for q in range(2):
+            scores = torch.stack([pool.queries[q] @ (pool.key_proj.weight @ x[b, t]) / 6 ** 0.5 for t in range(n)])
+            expected = torch.softmax(scores, 0)
+            torch.testing.assert_close(weights[b, q, :n], expected)
+            torch.testing.assert_close(pooled[b, q], (expected[:, None] * x[b, :n]).sum(0))
+            assert torch.all(weights[b, q, n:] == 0)
+    with pytest.raises(ValueError, match="scoring"):
+        AttentionPooling(6, scoring="cosine")
+
+
+def test_saturated_additive_pooling_is_uniform_and_scaled_dot_is_not() -> None:
+    """Why the option exists: a large trained query saturates tanh, and additive pooling goes flat."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 7, 8)
+    additive = AttentionPooling(8)
+    with torch.no_grad():
+        additive.queries.mul_(1e3)
+    _, flat = additive(x)
+    torch.testing.assert_close(flat, torch.full((1, 1, 7), 1 / 7))
+    dot = AttentionPooling(8, scoring="scaled_dot")
+    with torch.no_grad():
+        dot.queries.mul_(1e3)
+    _, peaked = dot(x)
+    assert peaked.max() > 0.99  # a large query sharpens dot-product attention instead of flattening it
+
+
 @pytest.mark.parametrize("index", [0, 1], ids=["rnn", "transformer"])
 def test_text_classifier_shapes_and_padding_invariance(index: int) -> None:
     model = _text_models()[index].eval()

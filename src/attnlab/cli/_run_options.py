@@ -36,7 +36,9 @@ def config_help() -> str:
     from attnlab.core.run_config import DataConfig, DecodeConfig
     from attnlab.core.train_config import TrainConfig
 
-    lines = [tasks_help(), "", "config options (YAML/JSON sections, or --set SECTION.KEY=VALUE):"]
+    lines = [tasks_help(), "", "config options (YAML/JSON sections, or --set SECTION.KEY=VALUE):",
+             f"\n  task = None  [{'|'.join(TASKS)}]\n        top-level key (--task-kind): the task, when the data "
+             f"source serves several (default: the source's own)"]
     models = [("model", cls) for cls in MODEL_CONFIGS.values() if cls.__name__ != "ViTConfig"]
     for section, cls in (("data", DataConfig), *models, ("train", TrainConfig), ("decode", DecodeConfig)):
         hints = typing.get_type_hints(cls)

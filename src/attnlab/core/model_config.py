@@ -19,6 +19,9 @@ RNNKind = Literal["rnn", "lstm", "gru"]
 ScoringKind = Literal["additive", "dot", "scaled_dot", "general"]
 PositionalKind = Literal["sinusoidal", "learned"]
 ActivationKind = Literal["relu", "gelu"]
+PoolingKind = Literal["additive", "scaled_dot"]
+_POOLING_HELP = ("attention pooling scoring: additive (Bahdanau/Yang et al.; can saturate into uniform weights) or "
+                 "scaled_dot (a trained query . projected positions)")
 
 __all__ = [
     "MODEL_CONFIGS",
@@ -118,6 +121,7 @@ class RNNClassifierConfig:
     num_layers: int = option(1, help="stacked recurrent layers")
     bidirectional: bool = option(True, help="read the text in both directions")
     dropout: float = option(0.1, help="dropout on embeddings and before the classifier")
+    pooling: PoolingKind = option("additive", help=_POOLING_HELP)
 
     def __post_init__(self) -> None:
         validate_types(self)
@@ -145,6 +149,7 @@ class TransformerClassifierConfig:
     norm_first: bool = option(True, help="pre-LN if true, else post-LN")
     positional: PositionalKind = option("learned", help="positional encoding: sinusoidal or learned")
     max_len: int = option(512, help="longest input sequence")
+    pooling: PoolingKind = option("additive", help=_POOLING_HELP)
 
     def __post_init__(self) -> None:
         validate_types(self)

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attnlab.attention import AdditiveAttention, LearnedPositionalEncoding, SinusoidalPositionalEncoding
+from attnlab.attention import (
+    AdditiveAttention,
+    LearnedPositionalEncoding,
+    ScaledDotProductAttention,
+    SinusoidalPositionalEncoding,
+)
 from attnlab.core.model_config import RNNClassifierConfig, TransformerClassifierConfig
 from attnlab.core.types import AttentionOutput
 from attnlab.models.rnn import RNNEncoder
@@ -50,18 +55,32 @@ def lengths_from_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
 class AttentionPooling(nn.Module):
     """``Q`` trained queries attend over a sequence; each returns a weighted average of its positions.
 
+    Two scorings: ``"additive"``, ``v^T tanh(W_q q + W_k h_t)`` (Bahdanau et al. 2015, eq. 6; with a trained query
+    this is Yang et al. 2016's ``u_w^T tanh(W h_t + b)``), and ``"scaled_dot"``, ``q . (W_k h_t) / sqrt(D)``
+    (Vaswani et al. 2017, eq. 1, with a trained query as in Lee et al. 2019's pooling by attention). The additive
+    form can switch itself off: once ``W_q q`` grows large the ``tanh`` saturates, every position scores the same
+    and attention stays uniform with no gradient to leave it (seen on Chinese reviews); the dot form cannot.
+
     Args:
         input_size: feature size ``D`` of the pooled sequence.
         num_queries: ``Q`` pooled vectors per sequence (1 for plain pooling).
         num_hiddens: hidden size of the additive scorer (default ``input_size``).
         dropout: on the attention weights.
+        scoring: ``"additive"`` or ``"scaled_dot"``.
     """
 
     def __init__(self, input_size: int, num_queries: int = 1, num_hiddens: int | None = None,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, scoring: str = "additive") -> None:
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_queries, input_size))
-        self.attention = AdditiveAttention(input_size, input_size, num_hiddens or input_size, dropout)
+        self.key_proj: nn.Module = nn.Identity()
+        if scoring == "additive":
+            self.attention: nn.Module = AdditiveAttention(input_size, input_size, num_hiddens or input_size, dropout)
+        elif scoring == "scaled_dot":
+            self.key_proj = nn.Linear(input_size, input_size, bias=False)
+            self.attention = ScaledDotProductAttention(dropout)
+        else:
+            raise ValueError(f"AttentionPooling: scoring must be 'additive' or 'scaled_dot', got {scoring!r}")
 
     def forward(self, x: torch.Tensor, valid_lens: torch.Tensor | None = None) -> AttentionOutput:
         """Pool ``x`` ``(B, T, D)``; ``valid_lens`` ``(B,)`` excludes right padding.
@@ -70,7 +89,7 @@ class AttentionPooling(nn.Module):
             ``AttentionOutput(output (B, Q, D), weights (B, Q, T))``.
         """
         queries = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, Q, D)
-        return self.attention(queries, x, x, valid_lens=valid_lens)
+        return self.attention(queries, self.key_proj(x), x, valid_lens=valid_lens)
 
 
 class RNNAttentionClassifier(nn.Module):
@@ -82,7 +101,7 @@ class RNNAttentionClassifier(nn.Module):
         self.embedding = nn.Embedding(vocab_size, config.embed_dim, padding_idx=0)
         self.encoder = RNNEncoder(config.embed_dim, config.hidden_size, config.num_layers, config.rnn,
                                   bidirectional=config.bidirectional, dropout=config.dropout)
-        self.pooling = AttentionPooling(self.encoder.output_size)
+        self.pooling = AttentionPooling(self.encoder.output_size, scoring=config.pooling)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(self.encoder.output_size, config.num_classes)
 
@@ -121,7 +140,7 @@ class TransformerClassifier(nn.Module):
                                     norm_first=config.norm_first)
             for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
-        self.pooling = AttentionPooling(d)
+        self.pooling = AttentionPooling(d, scoring=config.pooling)
         self.classifier = nn.Linear(d, config.num_classes)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *,
