@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from attnlab.cli.translate import read_sentences
+from attnlab.cli.translate import read_sentences, write_lines
 from attnlab.core.errors import ConfigError
 
 
@@ -61,14 +61,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--html/--png draw a classifier's word attention; for an encoder-decoder use "
                               "`attnlab viz --checkpoint DIR --text ...`")
         lines = [t.text for t in predictor.translate(texts, beam_size=args.beam)]
-    text = "".join(line + "\n" for line in lines)
-    if args.output:
-        try:
-            Path(args.output).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from None
-    else:
-        sys.stdout.write(text)
+    write_lines(lines, args.output)
     return 0
 
 

@@ -63,12 +63,17 @@ def run(args: argparse.Namespace) -> int:
                  for r in results]
     else:
         lines = [r.text for r in results]
+    write_lines(lines, args.output)
+    return 0
+
+
+def write_lines(lines: list[str], path: str | None) -> None:
+    """One output line per input line, to ``path`` (written only when all is done) or stdout."""
     text = "".join(line + "\n" for line in lines)
-    if args.output:
+    if path:
         try:
-            Path(args.output).write_text(text, encoding="utf-8")
+            Path(path).write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot write {args.output}: {exc.strerror}") from None
+            raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
     else:
         sys.stdout.write(text)
-    return 0
