@@ -125,3 +125,14 @@ def test_evaluate_prints_bleu_and_chrf_with_signatures(dates_run: Path, tmp_path
 
     res = run_cli(["evaluate", "--checkpoint", str(tmp_path / "nothing"), "--src", str(src), "--ref", str(ref)])
     assert res.rc == 4
+
+
+def test_overlong_input_is_cut_and_said_once(dates_run: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A source over data.max_len tokens is read up to it, and a warning says how many were cut (one line)."""
+    long = "1" * 150  # 150 characters > the run's data.max_len of 100 character tokens
+    with caplog.at_level("WARNING"):
+        res = run_cli(["translate", "--checkpoint", str(dates_run)], stdin=f"{long}\n{long}\n1 May 2000\n".encode())
+    assert res.rc == 0, res.err
+    assert len(res.out.splitlines()) == 3
+    warnings = [r.getMessage() for r in caplog.records if "longer than the model's" in r.getMessage()]
+    assert warnings == ["2 of 3 inputs are longer than the model's 100 source tokens; only their first 100 are read"]

@@ -78,8 +78,16 @@ class Translator:
 
     def translate(self, sentences: list[str], *, beam_size: int | None = None, n_best: int = 1,
                   return_attention: bool = False, max_len: int | None = None) -> list[Translation]:
-        """Translate ``sentences`` (input order kept); beam size defaults to the run's ``decode.beam_size``."""
+        """Translate ``sentences`` (input order kept); beam size defaults to the run's ``decode.beam_size``.
+
+        A source longer than the run's ``data.max_len`` tokens is cut to it (the model never saw longer ones); how
+        many were cut is logged as a warning, once per call."""
         cfg = self.config.decode
+        limit = self.config.data.max_len
+        cut = sum(len(self.text.src_tokenizer.tokenize(s)) > limit for s in sentences)
+        if cut:
+            log.warning("%d of %d inputs are longer than the model's %d source tokens; only their first %d are read",
+                        cut, len(sentences), limit, limit)
         with torch.inference_mode():
             return translate_sentences(
                 self.model, sentences, self.text.src_tokenizer, self.text.src_vocab, self.text.tgt_tokenizer,
