@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import attnlab.cli as cli
+import attnlab.cli.data as cli_data
 from attnlab.core.errors import ExitCode
+from attnlab.data import download
 
 if str(Path(__file__).resolve().parent) not in sys.path:  # pytest runs with --import-mode=importlib
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,6 +55,72 @@ def test_fetch_server_error_exit_code(capsys, tmp_path):
     assert code == ExitCode.DATA
     assert "attnlab data: error: download of" in err and "HTTP 404" in err
     assert not any((tmp_path / "d").rglob("*.*"))
+
+
+@pytest.fixture
+def tatoeba_site(tmp_path) -> Path:
+    site = tmp_path / "site"
+    (site / "tatoeba").mkdir(parents=True)
+    (site / "tatoeba" / "cmn.txt").write_text("Hi.\t嗨。\tCC-BY 2.0 (France)\n" * 200, encoding="utf-8")
+    return site
+
+
+def test_fetch_help_documents_the_limits(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["data", "fetch", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert info.value.code == 0
+    assert "--deadline SECONDS" in out and "--min-rate BYTES_PER_S" in out and "--timeout SECONDS" in out
+    assert f"default {download.DEFAULT_DEADLINE:g}" in out and f"default {download.DEFAULT_MIN_RATE:g}" in out
+
+
+def test_fetch_limit_flags_reach_the_library(capsys, tmp_path, monkeypatch):
+    seen: dict[str, object] = {}
+
+    def fake_fetch(name, dest, **kwargs):
+        seen.update(kwargs)
+        return download.FetchResult(dest=tmp_path, downloaded=(), cached=())
+
+    monkeypatch.setattr(cli_data, "fetch_corpus", fake_fetch)
+    assert run(capsys, "data", "fetch", "multi30k", "--no-progress")[0] == 0
+    assert (seen["deadline"], seen["min_rate"]) == (download.DEFAULT_DEADLINE, download.DEFAULT_MIN_RATE)
+    assert run(capsys, "data", "fetch", "multi30k", "--deadline", "0", "--min-rate", "5", "--timeout", "2")[0] == 0
+    assert (seen["deadline"], seen["min_rate"], seen["timeout"]) == (None, 5.0, 2.0)  # 0: no deadline
+
+
+@pytest.mark.timeout(20)
+def test_fetch_deadline_is_a_one_line_data_error(capsys, tmp_path, tatoeba_site):
+    with serve(tatoeba_site) as server:
+        server.faults["tatoeba/cmn.txt"] = "trickle"
+        code, _, err = run(capsys, "data", "fetch", "tatoeba-cmn", "--dest", str(tmp_path / "d"), "--mirror",
+                           server.url, "--no-progress", "--deadline", "0.8")
+    assert code == ExitCode.DATA
+    (line,) = err.splitlines()
+    assert line.startswith(f"attnlab data: error: download of {server.url}/tatoeba/cmn.txt stopped after ")
+    assert "deadline of 0.8 s" in line and "--deadline SECONDS" in line
+    assert not [p for p in (tmp_path / "d").rglob("*") if p.is_file()]
+
+
+@pytest.mark.timeout(60)
+def test_fetch_sigterm_leaves_no_partial_file(tmp_path, tatoeba_site):
+    dest = tmp_path / "d"
+    with serve(tatoeba_site) as server:
+        server.faults["tatoeba/cmn.txt"] = "trickle"
+        proc = subprocess.Popen([sys.executable, "-m", "attnlab.cli", "data", "fetch", "tatoeba-cmn", "--dest",
+                                 str(dest), "--mirror", server.url, "--no-progress"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            end = time.monotonic() + 30
+            while not list(dest.rglob(".*.part")):
+                assert time.monotonic() < end and proc.poll() is None, "no download started"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == ExitCode.TERMINATED, err
+    assert "attnlab data: terminated (SIGTERM)" in err
+    assert not [p for p in dest.rglob("*") if p.is_file()]
 
 
 @needs_shared

@@ -14,12 +14,25 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
-from attnlab.core.errors import DataError
+from attnlab.core.errors import DataError, ExitCode
 from attnlab.data.corpus import MULTI30K_LANGS, MULTI30K_SPLITS, Corpus, iter_lines, multi30k_path, read_tatoeba
-from attnlab.data.download import CORPORA, DATA_DIR_ENV, MIRROR_ENV, fetch_corpus, resolve_data_dir
+from attnlab.data.download import (
+    CORPORA,
+    DATA_DIR_ENV,
+    DEFAULT_DEADLINE,
+    DEFAULT_MIN_RATE,
+    DEFAULT_TIMEOUT,
+    MIN_RATE_GRACE,
+    MIRROR_ENV,
+    fetch_corpus,
+    resolve_data_dir,
+)
 from attnlab.data.splits import load_or_make_split
 
 
@@ -42,7 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--no-verify", action="store_true",
                        help="accept files whose checksum differs (e.g. a newer Tatoeba export)")
     fetch.add_argument("--force", action="store_true", help="download again even if the files are present")
-    fetch.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    fetch.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                       help=f"longest wait for the connection or for any data (default {DEFAULT_TIMEOUT:g})")
+    fetch.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE, metavar="SECONDS",
+                       help=f"longest time for each file; 0 for none (default {DEFAULT_DEADLINE:g})")
+    fetch.add_argument("--min-rate", type=float, default=DEFAULT_MIN_RATE, metavar="BYTES_PER_S",
+                       help=f"stop a file whose average rate is below this after the first {MIN_RATE_GRACE:g} s; "
+                            f"0 for none (default {DEFAULT_MIN_RATE:g})")
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch.set_defaults(func=run_fetch)
 
@@ -65,8 +84,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    result = fetch_corpus(args.corpus, args.dest, mirror=args.mirror, verify=not args.no_verify, force=args.force,
-                          timeout=args.timeout, progress=not args.no_progress and sys.stderr.isatty())
+    # SIGTERM's default action ends the process at once, before the download's cleanup can remove its partial
+    # file; while fetching, the first SIGTERM raises SystemExit instead (a second one kills at once, as before).
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, previous)
+        raise SystemExit(ExitCode.TERMINATED)
+
+    handle = threading.current_thread() is threading.main_thread()  # Python's rule for signal handlers
+    previous = (signal.signal(signal.SIGTERM, terminate) if handle else None) or signal.SIG_DFL
+    try:
+        result = fetch_corpus(args.corpus, args.dest, mirror=args.mirror, verify=not args.no_verify,
+                              force=args.force, timeout=args.timeout, deadline=args.deadline or None,
+                              min_rate=args.min_rate, progress=not args.no_progress and sys.stderr.isatty())
+    except SystemExit as exc:
+        if exc.code == ExitCode.TERMINATED:
+            print("attnlab data: terminated (SIGTERM)", file=sys.stderr)
+        raise
+    finally:
+        if handle:
+            signal.signal(signal.SIGTERM, previous)
     for name in result.downloaded:
         print(f"downloaded  {result.dest / name}")
     for name in result.cached:

@@ -19,6 +19,17 @@ Downloads go to a temporary file in the destination folder, are verified, then r
 atomically: an interrupted download, an HTTP error, a short body or a wrong checksum raise
 :class:`~attnlab.core.errors.DataError` and leave no partial file behind. A file already present with the
 right checksum is not downloaded again (the destination folder is the cache).
+
+Three limits bound each file: ``timeout`` (no read waits longer), ``deadline`` (the whole file, default
+:data:`DEFAULT_DEADLINE`) and ``min_rate`` (after :data:`MIN_RATE_GRACE` seconds the average rate must not fall
+below it, default :data:`DEFAULT_MIN_RATE`), so that a server sending a byte now and then cannot hold a fetch
+forever. The deadline is checked after every read, so a file ends by ``deadline + timeout`` at worst.
+
+Temporary files are named ``.{NAME}.*.part`` beside the target and removed on any exception (Ctrl-C and
+``SystemExit`` included); this module installs no signal handler (``attnlab data fetch`` turns SIGTERM into
+``SystemExit``). A process killed outright (SIGKILL, power loss) cannot clean up, so a later fetch of the same
+target removes such leftovers: those last modified before it began and not locked by a live download (each
+download holds an ``flock`` on its temporary file where the platform has it).
 """
 
 from __future__ import annotations
@@ -28,12 +39,13 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +53,21 @@ from typing import IO, Any, BinaryIO
 
 from attnlab.core.errors import ConfigError, DataError
 
+try:
+    import fcntl
+except ImportError:  # Windows: leftovers are judged by their age alone
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "ATTNLAB_DATA_MIRROR"
 DATA_DIR_ENV = "ATTNLAB_DATA_DIR"
 CHUNK = 1 << 16
+DEFAULT_TIMEOUT = 60.0  # seconds a single read may wait
+DEFAULT_DEADLINE = 1800.0  # seconds for a whole file (the largest, ~7 MB, then needs ~4 KB/s)
+DEFAULT_MIN_RATE = 1024.0  # bytes/s, averaged over the download once MIN_RATE_GRACE has passed
+MIN_RATE_GRACE = 30.0  # seconds before the minimum rate applies (connection set-up, slow start)
+URL_IN_MESSAGES = 100  # characters of a URL shown in an error message
 
 MULTI30K_HOME = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 TATOEBA_CMN_HOME = "https://www.manythings.org/anki/cmn-eng.zip"
@@ -183,45 +205,145 @@ def _progress_bar(total: int | None, desc: str, enabled: bool) -> Any:
                 leave=False, dynamic_ncols=True)
 
 
+def _short_url(url: str, limit: int = URL_IN_MESSAGES) -> str:
+    """``url`` cut in the middle to about ``limit`` characters, keeping the host and the end (one-line errors)."""
+    if len(url) <= limit:
+        return url
+    head = limit * 2 // 3
+    return url[:head] + "..." + url[len(url) - (limit - head - 3):]
+
+
+def _check_limits(timeout: float, deadline: float | None, min_rate: float, rate_grace: float) -> None:
+    if not timeout > 0:
+        raise ConfigError(f"the timeout must be > 0 seconds, got {timeout}")
+    if deadline is not None and not deadline > 0:
+        raise ConfigError(f"the deadline must be > 0 seconds (or none), got {deadline}")
+    if not min_rate >= 0:
+        raise ConfigError(f"the minimum rate must be >= 0 bytes/s (0: none), got {min_rate}")
+    if not rate_grace >= 0:
+        raise ConfigError(f"the minimum rate's grace period must be >= 0 seconds, got {rate_grace}")
+
+
 @contextlib.contextmanager
-def _temp_file(directory: Path, prefix: str) -> Iterator[tuple[BinaryIO, Path]]:
-    """A temporary file in ``directory``, removed on exit unless it was renamed away."""
+def _temp_file(target: Path, kind: str = "") -> Iterator[tuple[BinaryIO, Path]]:
+    """A locked temporary file ``.{target.name}.{kind}*.part`` beside ``target``, removed on exit unless renamed.
+
+    The removal runs on every exception, ``KeyboardInterrupt`` and ``SystemExit`` included; the lock tells
+    :func:`_remove_stale_parts` in another process that the file's owner is alive.
+    """
     try:
-        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.{kind}", suffix=".part", dir=target.parent)
     except OSError as exc:
-        raise DataError(f"cannot write to {directory}: {exc.strerror or exc}; choose another --dest") from exc
+        raise DataError(f"cannot write to {target.parent}: {exc.strerror or exc}; choose another --dest") from exc
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as f:
+            if fcntl is not None:
+                with contextlib.suppress(OSError):  # a file system without locks: the age rule still applies
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             yield f, path
     finally:
         path.unlink(missing_ok=True)
 
 
-def _stream_to(url: str, out: BinaryIO, *, timeout: float, progress: bool, desc: str) -> int:
-    """Copy the body of ``url`` into ``out``; check the length against Content-Length; return bytes read."""
+def _remove_stale_parts(target: Path, before: float) -> None:
+    """Remove temporary files of ``target`` left by downloads that died without cleaning up (e.g. SIGKILL).
+
+    A ``.{target.name}.*.part`` file is stale when it was last modified before ``before`` (the start of the
+    current attempt, so a file a concurrent fetch has just made is spared) and no live download holds its lock.
+    """
+    prefix = f".{target.name}."
     try:
-        response = _open_url(url, timeout)
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".part")]
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            if path.stat().st_mtime >= before:
+                continue
+            with open(path, "rb") as f:
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live download is still writing it
+                    except OSError:
+                        pass  # no locks on this file system: the age rule alone decides
+                path.unlink()
+        except FileNotFoundError:
+            continue  # its owner finished or removed it meanwhile
+        except OSError as exc:
+            log.warning("cannot remove %s, left by an interrupted download: %s", path, exc.strerror or exc)
+            continue
+        log.info("removed %s, left by an interrupted download", path)
+
+
+def _stream_to(url: str, out: BinaryIO, *, timeout: float, progress: bool, desc: str,
+               deadline: float | None = None, min_rate: float = 0.0, rate_grace: float = MIN_RATE_GRACE) -> int:
+    """Copy the body of ``url`` into ``out`` within the limits; check the length against Content-Length.
+
+    Returns:
+        The number of bytes read.
+    """
+    start = time.monotonic()
+    where = _short_url(url)
+    try:
+        response = _open_url(url, timeout if deadline is None else min(timeout, deadline))
     except urllib.error.HTTPError as exc:
-        raise DataError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        raise DataError(f"download of {where} failed: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DataError(f"download of {url} failed: {reason}; check the network or set {MIRROR_ENV}") from exc
+        raise DataError(f"download of {where} failed: {reason}; check the network or set {MIRROR_ENV}") from exc
     received = 0
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
+        # read1 returns whatever has arrived; read(CHUNK) would wait for a whole chunk, so a trickle would never
+        # come back to the limit checks below and the bytes of an unfinished chunk would be lost from the count.
+        read = getattr(response, "read1", response.read)
         with _progress_bar(expected, desc, progress) as bar:
-            try:
-                while chunk := response.read(CHUNK):
+            while True:
+                try:
+                    chunk = read(CHUNK)
+                except TimeoutError as exc:
+                    # the wait was capped by a deadline shorter than the timeout: report the deadline
+                    _enforce_rate(where, received, expected, time.monotonic() - start, deadline, 0.0, 0.0)
+                    raise DataError(f"download of {where} stalled after {_count(received, expected)}: no data for "
+                                    f"{timeout:g} s (raise it with --timeout SECONDS)") from exc
+                except (OSError, http.client.HTTPException) as exc:  # IncompleteRead, connection reset
+                    raise DataError(f"download of {where} was interrupted after {_count(received, expected)}: "
+                                    f"{exc!r}") from exc
+                if not chunk:
+                    break
+                try:
                     out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as exc:  # IncompleteRead, reset, timeout
-                raise DataError(f"download of {url} was interrupted after {received} bytes: {exc!r}") from exc
+                except OSError as exc:
+                    raise DataError(f"cannot write {desc}: {exc.strerror or exc}; free some space or choose "
+                                    "another --dest") from exc
+                received += len(chunk)
+                bar.update(len(chunk))
+                if expected is None or received < expected:
+                    _enforce_rate(where, received, expected, time.monotonic() - start, deadline, min_rate,
+                                  rate_grace)
     if expected is not None and received != expected:
-        raise DataError(f"download of {url} was truncated: received {received} of {expected} bytes")
+        raise DataError(f"download of {where} was truncated: received {received} of {expected} bytes")
     return received
+
+
+def _count(received: int, expected: int | None) -> str:
+    return f"{received} bytes" if expected is None else f"{received} of {expected} bytes"
+
+
+def _enforce_rate(where: str, received: int, expected: int | None, elapsed: float, deadline: float | None,
+                  min_rate: float, rate_grace: float) -> None:
+    """Raise :class:`DataError` once the download has passed its deadline or runs below its minimum rate."""
+    if deadline is not None and elapsed > deadline:
+        raise DataError(f"download of {where} stopped after {_count(received, expected)} in {elapsed:.0f} s: "
+                        f"it reached the deadline of {deadline:g} s per file (raise it with --deadline SECONDS)")
+    if min_rate and elapsed > rate_grace and received < min_rate * elapsed:
+        raise DataError(f"download of {where} stopped after {_count(received, expected)} in {elapsed:.0f} s: the "
+                        f"average rate of {received / elapsed:.0f} B/s is below the minimum of {min_rate:g} B/s "
+                        "(lower it with --min-rate BYTES_PER_S; 0 turns it off)")
 
 
 def _check_sha256(path: Path, expected: str | None, what: str) -> None:
@@ -235,7 +357,9 @@ def _check_sha256(path: Path, expected: str | None, what: str) -> None:
 
 
 def download_file(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, member: str | None = None,
-                  timeout: float = 60.0, progress: bool = True) -> Path:
+                  timeout: float = DEFAULT_TIMEOUT, deadline: float | None = DEFAULT_DEADLINE,
+                  min_rate: float = DEFAULT_MIN_RATE, rate_grace: float = MIN_RATE_GRACE,
+                  progress: bool = True) -> Path:
     """Download ``url`` to ``dest`` atomically and verify its SHA-256.
 
     Args:
@@ -243,44 +367,60 @@ def download_file(url: str, dest: str | os.PathLike[str], *, sha256: str | None 
         dest: final path; its folder is created if needed.
         sha256: expected hex digest of the final file, or ``None`` to skip the check.
         member: if given, ``url`` serves a zip archive and this member is extracted to ``dest``.
-        timeout: socket timeout in seconds.
+        timeout: seconds a single read (or the connection) may wait for data.
+        deadline: seconds for the whole download, or ``None`` for no deadline.
+        min_rate: bytes/s the average rate must reach once ``rate_grace`` seconds have passed; 0 for no minimum.
+        rate_grace: seconds before ``min_rate`` applies.
         progress: show a tqdm progress bar on stderr.
 
     Raises:
-        DataError: HTTP error, network error, short body, bad zip or checksum mismatch. No file is left at
-            ``dest`` (nor any temporary file) unless everything succeeded.
+        ConfigError: a limit out of range.
+        DataError: HTTP error, network error, a limit reached, short body, bad zip or checksum mismatch. No file is
+            left at ``dest`` (nor any temporary file) unless everything succeeded. On success, temporary files of
+            ``dest`` left by earlier downloads that were killed are removed (see the module docstring).
     """
+    _check_limits(timeout, deadline, min_rate, rate_grace)
+    began = time.time()  # wall clock, to compare with the modification times of leftovers
     dest = Path(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create {dest.parent}: {exc.strerror or exc}; choose another --dest") from exc
-    with _temp_file(dest.parent, f".{dest.name}.") as (f, tmp):
-        _stream_to(url, f, timeout=timeout, progress=progress, desc=dest.name)
+    with _temp_file(dest) as (f, tmp):
+        _stream_to(url, f, timeout=timeout, deadline=deadline, min_rate=min_rate, rate_grace=rate_grace,
+                   progress=progress, desc=dest.name)
         f.flush()
         os.fsync(f.fileno())
         f.close()
+        what = f"{dest.name} (from {_short_url(url)})"
         if member is not None:
-            with _temp_file(dest.parent, f".{dest.name}.unzip.") as (g, tmp_member):
+            with _temp_file(dest, "unzip.") as (g, tmp_member):
                 _extract_member(tmp, member, g, url)
                 g.close()
-                _check_sha256(tmp_member, sha256, f"{dest.name} (from {url})")
+                _check_sha256(tmp_member, sha256, what)
                 os.replace(tmp_member, dest)
         else:
-            _check_sha256(tmp, sha256, f"{dest.name} (from {url})")
+            _check_sha256(tmp, sha256, what)
             os.replace(tmp, dest)
     log.info("downloaded %s", dest)
+    _remove_stale_parts(dest, began)
     return dest
 
 
 def _extract_member(archive: Path, member: str, out: BinaryIO, url: str) -> None:
+    where = _short_url(url)
     try:
         with zipfile.ZipFile(archive) as zf, zf.open(member) as src:
-            shutil.copyfileobj(src, out, CHUNK)
+            while chunk := src.read(CHUNK):
+                try:
+                    out.write(chunk)
+                except OSError as exc:  # the disk, not the archive: say so
+                    raise DataError(f"cannot write {member} from {where}: {exc.strerror or exc}; free some space "
+                                    "or choose another --dest") from exc
     except KeyError as exc:
-        raise DataError(f"archive from {url} has no member {member!r}") from exc
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise DataError(f"archive from {url} is not a valid zip file: {exc}") from exc
+        raise DataError(f"archive from {where} has no member {member!r}") from exc
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:  # zlib.error: a corrupt deflate stream
+        raise DataError(f"archive from {where} is not a valid zip file: {exc}") from exc
 
 
 def _file_url(base: str, name: str) -> str:
@@ -290,7 +430,9 @@ def _file_url(base: str, name: str) -> str:
 
 
 def fetch_corpus(name: str, dest: str | os.PathLike[str] | None = None, *, mirror: str | None = None,
-                 verify: bool = True, force: bool = False, timeout: float = 60.0, progress: bool = True,
+                 verify: bool = True, force: bool = False, timeout: float = DEFAULT_TIMEOUT,
+                 deadline: float | None = DEFAULT_DEADLINE, min_rate: float = DEFAULT_MIN_RATE,
+                 rate_grace: float = MIN_RATE_GRACE, progress: bool = True,
                  files: tuple[RemoteFile, ...] | None = None) -> FetchResult:
     """Download every file of corpus ``name`` (a key of :data:`CORPORA`) into ``dest``.
 
@@ -301,7 +443,10 @@ def fetch_corpus(name: str, dest: str | os.PathLike[str] | None = None, *, mirro
             else each file's upstream URL.
         verify: check SHA-256 checksums (of present files too). ``False`` accepts any content.
         force: download even files that are already present and verified.
-        timeout: socket timeout in seconds.
+        timeout: seconds a single read (or the connection) may wait for data.
+        deadline: seconds for each file, or ``None`` for no deadline.
+        min_rate: bytes/s each file's average rate must reach once ``rate_grace`` seconds have passed; 0 for none.
+        rate_grace: seconds before ``min_rate`` applies.
         progress: show a progress bar per file on stderr.
         files: override the file table (tests).
 
@@ -312,6 +457,8 @@ def fetch_corpus(name: str, dest: str | os.PathLike[str] | None = None, *, mirro
         if name not in CORPORA:
             raise ConfigError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}")
         files = CORPORA[name]
+    _check_limits(timeout, deadline, min_rate, rate_grace)
+    began = time.time()
     root = resolve_data_dir(dest)
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     downloaded: list[str] = []
@@ -323,6 +470,7 @@ def fetch_corpus(name: str, dest: str | os.PathLike[str] | None = None, *, mirro
             if expected is None or sha256_file(target) == expected:
                 log.debug("%s: present, verified", target)
                 cached.append(entry.name)
+                _remove_stale_parts(target, began)  # e.g. left by a killed --force fetch
                 continue
             log.warning("%s: present but its checksum does not match; downloading it again", target)
         if mirror:
@@ -330,6 +478,7 @@ def fetch_corpus(name: str, dest: str | os.PathLike[str] | None = None, *, mirro
         else:
             url, member = entry.url, entry.member
         log.info("fetching %s from %s", entry.name, url)
-        download_file(url, target, sha256=expected, member=member, timeout=timeout, progress=progress)
+        download_file(url, target, sha256=expected, member=member, timeout=timeout, deadline=deadline,
+                      min_rate=min_rate, rate_grace=rate_grace, progress=progress)
         downloaded.append(entry.name)
     return FetchResult(dest=root, downloaded=tuple(downloaded), cached=tuple(cached))
