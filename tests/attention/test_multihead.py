@@ -114,14 +114,20 @@ def _mask_kinds(B, H, Tq, Tk):
     }
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
 @pytest.mark.parametrize("T", [6, 48])  # 48*48 > the small-matrix threshold: exercises the fused kernel
 @pytest.mark.parametrize("kind", list(_mask_kinds(3, 4, 6, 6)))
-def test_fused_path_equals_explicit_path_under_every_mask_kind(T, kind):
+def test_fused_path_equals_explicit_path_under_every_mask_kind(T, kind, dropout):
     torch.manual_seed(0)
-    mha = MultiHeadAttention(16, 4).eval()
+    mha = MultiHeadAttention(16, 4, dropout=dropout).train(dropout > 0)
     x = torch.randn(3, T, 16)
     kwargs = _mask_kinds(3, 4, T, T)[kind]
+    # With dropout, the same seed gives the same mask: on the CPU, SDPA's dropout (its math backend) and the explicit
+    # path's F.dropout both draw one Bernoulli mask over the (B, H, Tq, Tk) weights. (CUDA kernels draw theirs
+    # inside the kernel; there only the statistics of test_attention_dropout_is_unbiased_on_every_path hold.)
+    torch.manual_seed(1)
     slow, weights = mha(x, need_weights=True, **kwargs)
+    torch.manual_seed(1)
     fast, _ = mha(x, **kwargs)
     torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
     assert torch.isfinite(weights).all()
@@ -380,3 +386,119 @@ def test_long_sequence_head_group_path_equals_the_standard_path(monkeypatch, kin
     with torch.no_grad():
         monkeypatch.setattr(multihead, "_LONG_SCORES", 10**9)
         torch.testing.assert_close(cross, mha(x[:, :3], x, valid_lens=torch.tensor([6, 2])).output)
+
+
+def _padded_inputs(kind, masking, Tq, Tk, poison, dtype=torch.float32):
+    """Inputs whose padded positions hold ``poison``, and the keyword arguments that mask them out.
+
+    Self-attention: a padded position is also a query, so it is masked both ways (it sees nothing and nobody sees
+    it); a NaN query that may attend keys would rightly give a NaN output. Cross-attention: key padding only.
+    """
+    g = torch.Generator().manual_seed(1)
+    lens = torch.tensor([Tk, Tk // 2 + 1, 0])  # full, half, nothing (all queries of row 2 see no key)
+    key_ok = torch.arange(Tk) < lens[:, None]  # (B, Tk)
+    if kind == "self":
+        x = torch.randn(3, Tk, 16, generator=g).masked_fill(~key_ok[..., None], poison).to(dtype)
+        per_query = torch.where(key_ok, lens[:, None], 0)  # (B, Tq): padded queries see no key
+        masking_kwargs = {"lens": {"valid_lens": per_query}, "mask": {"mask": key_ok[:, :, None] & key_ok[:, None]}}
+        return (x,), masking_kwargs[masking]
+    kdim, vdim = (6, 10) if kind == "cross_kdim" else (16, 16)
+    q, key, value = (torch.randn(3, T, dim, generator=g) for T, dim in ((Tq, 16), (Tk, kdim), (Tk, vdim)))
+    key, value = (x.masked_fill(~key_ok[..., None], poison) for x in (key, value))
+    q, key, value = q.to(dtype), key.to(dtype), value.to(dtype)
+    value = key if kind == "cross" else value  # one tensor: the fused key/value projection
+    masking_kwargs = {"lens": {"valid_lens": lens}, "mask": {"mask": key_ok[:, None, :]}}  # mask: (B, 1, Tk)
+    return (q, key, value), masking_kwargs[masking]
+
+
+def _output_and_grads(mha, inputs, kwargs, need_weights):
+    """Output and every gradient (parameters by name, then inputs) of a fixed random linear loss."""
+    mha.zero_grad(set_to_none=True)
+    leaves = {id(x): x.detach().clone().requires_grad_() for x in inputs}  # key is value stays one tensor
+    out = mha(*(leaves[id(x)] for x in inputs), need_weights=need_weights, **kwargs).output
+    loss_weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+    (out.float() * loss_weights).sum().backward()
+    grads = {name: p.grad for name, p in mha.named_parameters()}
+    grads.update({f"input{i}": leaf.grad for i, leaf in enumerate(leaves.values())})
+    return out, grads
+
+
+@pytest.mark.parametrize("masking", ["lens", "mask"])
+@pytest.mark.parametrize("kind", ["self", "cross", "cross_kdim"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("need_weights", [True, False], ids=["explicit", "fused"])
+def test_poisoned_padding_never_reaches_a_parameter_gradient(need_weights, dtype, kind, masking):
+    Tq, Tk = (5, 6) if need_weights else (20, 24)  # 20 x 24 scores > the small-matrix threshold: the fused kernel
+    torch.manual_seed(0)
+    kdim, vdim = (6, 10) if kind == "cross_kdim" else (None, None)
+    mha = MultiHeadAttention(16, 4, kdim=kdim, vdim=vdim).to(dtype)
+    nn.init.normal_(mha.in_proj_bias)
+    poisoned, kwargs = _padded_inputs(kind, masking, Tq, Tk, float("nan"), dtype)
+    clean, _ = _padded_inputs(kind, masking, Tq, Tk, 0.0, dtype)
+    out, grads = _output_and_grads(mha, poisoned, kwargs, need_weights)
+    ref_out, ref_grads = _output_and_grads(mha, clean, kwargs, need_weights)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=0)
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all(), f"{name}.grad has NaN/inf"
+        # The padded rows are replaced before anything reads them: the same arithmetic runs, in every dtype.
+        torch.testing.assert_close(grad, ref_grads[name], rtol=0, atol=0, msg=lambda m, n=name: f"{n}.grad: {m}")
+
+
+@pytest.mark.parametrize("kind", ["self", "cross"])
+def test_poisoned_padding_never_reaches_head_group_or_cached_outputs(monkeypatch, kind):
+    from attnlab.attention import multihead
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    poisoned, kwargs = _padded_inputs(kind, "lens", 7, 7, float("nan"))
+    clean, _ = _padded_inputs(kind, "lens", 7, 7, 0.0)
+    expected = mha(*clean, **kwargs).output
+    with torch.no_grad():
+        monkeypatch.setattr(multihead, "_LONG_SCORES", 1)  # every input counts as long: one head at a time
+        grouped = mha(*poisoned, **kwargs).output
+    torch.testing.assert_close(grouped, expected, atol=1e-6, rtol=1e-5)
+    if kind == "cross":  # a static cache projects the poisoned memory once; every step stays finite
+        cache = KVCache(static=True)
+        q, mem, _ = poisoned
+        steps = [mha(q[:, t:t + 1], mem, valid_lens=kwargs["valid_lens"], cache=cache).output for t in range(7)]
+        torch.testing.assert_close(torch.cat(steps, 1), expected, atol=1e-6, rtol=1e-5)
+
+
+def _dropout_runs(mha, x, kwargs, runs):
+    """Outputs ``(runs, B, T, D)`` of ``runs`` calls without autograd, seeded ``0 .. runs - 1``."""
+    outputs = []
+    with torch.no_grad():
+        for seed in range(runs):
+            torch.manual_seed(seed)
+            outputs.append(mha(x, **kwargs).output)
+    return torch.stack(outputs)
+
+
+@pytest.mark.parametrize("kind", ["none", "lens", "mask4d", "causal"])  # kernel causality, padding, per head
+def test_attention_dropout_is_unbiased_on_every_path(monkeypatch, kind):
+    """Train mode without autograd: explicit, fused and long-sequence head-group paths drop weights alike."""
+    from attnlab.attention import multihead
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4, dropout=0.3)
+    x = torch.randn(2, 24, 16)  # 24 x 24 scores: the fused kernel
+    kwargs = _mask_kinds(2, 4, 24, 24)[kind]
+    no_dropout = mha.eval()(x, **kwargs).output
+    mha.train()
+    paths = {"explicit": _dropout_runs(mha, x, {**kwargs, "need_weights": True}, 100),
+             "fused": _dropout_runs(mha, x, kwargs, 100)}
+    monkeypatch.setattr(multihead, "_LONG_SCORES", 1)  # every input counts as long: one head at a time
+    paths["head_groups"] = _dropout_runs(mha, x, kwargs, 100)
+    for name, runs in paths.items():
+        assert (runs[0] - no_dropout).abs().max() > 0.1, f"{name}: no dropout in train mode"
+        # Dropout is unbiased (kept weights are scaled by 1 / (1 - p)): the mean over seeds is the no-dropout
+        # output within 5 standard errors per element (exactly, where nothing varies: a row with no keys).
+        error = (runs.mean(0) - no_dropout).abs()
+        assert (error <= 5 * runs.std(0) / len(runs) ** 0.5 + 1e-5).all(), f"{name}: biased"
+        # The same spread: per-element variances, averaged, within 10% of the explicit path's.
+        torch.testing.assert_close(runs.var(0).mean(), paths["explicit"].var(0).mean(), rtol=0.1, atol=0)
+    # One group of every head is forward's own SDPA call: the same seed draws the same mask. Smaller groups each
+    # draw their own (one call per group), so the per-seed outputs differ while their distribution is the same.
+    monkeypatch.setattr(multihead, "_GROUP_HEADS", 4)
+    torch.testing.assert_close(_dropout_runs(mha, x, kwargs, 3), paths["fused"][:3], atol=1e-6, rtol=1e-5)

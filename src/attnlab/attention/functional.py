@@ -114,6 +114,41 @@ def zero_unreachable(keys: torch.Tensor, values: torch.Tensor, mask: torch.Tenso
     return keys.masked_fill(~keep, 0.0), values.masked_fill(~keep, 0.0)
 
 
+def zero_unused_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero the input rows that no output depends on, before they are projected.
+
+    Those are keys/values that no query may attend to and queries that may attend to no key (their output is the
+    bias alone). :func:`zero_unreachable` keeps NaN/inf there out of the outputs, but not out of the projection's
+    weight gradient ``dW = dYᵀ X``, where a padded row's zero ``dY`` meets its NaN input (``0 * nan`` is ``nan``).
+
+    Args:
+        query: ``(B, Tq, D)``; key: ``(B, Tk, Dk)``; value: ``(B, Tk, Dv)``. Self-attention passes one tensor as
+            all three: a row is then kept if it is used as a query or as a key.
+        mask: boolean, broadcastable to ``(B, H, Tq, Tk)`` scores, ``True`` = may attend.
+
+    Returns:
+        ``(query, key, value)``; an input with nothing to zero is returned as is, so ``key is value`` still holds.
+    """
+    if mask is None:
+        return query, key, value
+    mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))  # (B|1, H|1, Tq|1, Tk|1)
+    live = mask.any(dim=-1).any(dim=1)  # (B|1, Tq|1): the query may attend some key in some head
+    reachable = mask.any(dim=-2).any(dim=1)  # (B|1, Tk|1): some query may attend the key in some head
+    if query is key:
+        query = key = _zero_rows(query, live | reachable)
+    else:
+        query, key = _zero_rows(query, live), _zero_rows(key, reachable)
+    return query, key, key if value is key else _zero_rows(value, reachable)
+
+
+def _zero_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x`` ``(B, T, D)`` with the rows where ``keep`` ``(B|1, T|1)`` is False set to 0 (``torch.where``: NaN-safe)."""
+    if bool(keep.all()):
+        return x
+    return torch.where(keep.unsqueeze(-1), x, 0.0)  # (B, T, D)
+
+
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
                        dropout_p: float = 0.0, training: bool = False, scale: float | None = None,
                        tracer=None) -> tuple[torch.Tensor, torch.Tensor]:

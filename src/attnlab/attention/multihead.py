@@ -17,7 +17,7 @@ from torch import nn
 
 from attnlab.attention._checks import check_dropout, check_float3d, check_positive
 from attnlab.attention.cache import KVCache
-from attnlab.attention.functional import build_mask, explicit_attention, fused_attention
+from attnlab.attention.functional import build_mask, explicit_attention, fused_attention, zero_unused_inputs
 from attnlab.attention.masks import check_mask
 from attnlab.attention.trace import active_trace
 from attnlab.core.types import AttentionOutput
@@ -134,13 +134,23 @@ class MultiHeadAttention(nn.Module):
         self._check_inputs(query, key, value, static_hit)
         B, Tq, _ = query.shape
         H, Dh = self.num_heads, self.head_dim
+        Tk = (0 if cache is None else len(cache)) + (0 if static_hit else key.shape[1])
         if tracer is not None:
             tracer.record("query_input", query)
             if not is_self:
                 tracer.record("key_input", key)
                 tracer.record("value_input", value)
 
-        # 2. Project and split into heads.
+        # 2. One boolean mask from lengths, the explicit mask and causality; the kernel choice.
+        combined, use_kernel, kernel_causal = self._mask_and_kernel(
+            B, Tq, Tk, valid_lens=valid_lens, mask=mask, is_causal=is_causal,
+            explicit=need_weights or tracer is not None, device=query.device)
+        # Rows no output depends on (padding) become zeros before they are projected, or NaN there reaches the weight
+        # gradient (0 * nan). Not with a cache: it keeps this call's keys for later queries, which may see them.
+        if cache is None and (valid_lens is not None or mask is not None):
+            query, key, value = zero_unused_inputs(query, key, value, combined)
+
+        # 3. Project and split into heads.
         q, k, v = self._project(query, key, value, is_self, skip_kv=static_hit)  # (B, T, D) each
         if tracer is not None:
             tracer.record("q_proj", q)
@@ -157,27 +167,12 @@ class MultiHeadAttention(nn.Module):
                 tracer.record("k_heads", k)
                 tracer.record("v_heads", v)
 
-        # 3. Incremental decoding: append to (or read from) the cache.
+        # 4. Incremental decoding: append to (or read from) the cache.
         if cache is not None:
-            k, v = cache.update(k, v)  # (B, H, Tk_total, Dh)
+            k, v = cache.update(k, v)  # (B, H, Tk, Dh): the cached keys, then the new ones
             if tracer is not None:
                 tracer.record("k_cached", k)
                 tracer.record("v_cached", v)
-        Tk = k.shape[2]
-
-        # 4. One boolean mask from lengths, the explicit mask and causality.
-        if mask is not None:
-            check_mask(mask, (B, Tq, Tk) if mask.dim() == 3 else (B, H, Tq, Tk))
-            if mask.dim() == 3:
-                mask = mask.unsqueeze(1)  # (B, 1, Tq, Tk)
-        # Explicit math when weights are wanted (or traced) and for small multi-query score matrices; else the fused
-        # kernel, which is also told about causality directly when nothing else is masked (no (Tq, Tk) mask built).
-        small = _SMALL_SCORES if Tq > 1 else _SMALL_SCORES_ONE_QUERY
-        use_kernel = not (need_weights or tracer is not None) and Tq * Tk > small
-        kernel_causal = use_kernel and is_causal and valid_lens is None and mask is None and Tq == Tk
-        build_causal = is_causal and not kernel_causal and Tq > 1  # one new query may see the whole cache
-        combined = build_mask((B, H, Tq, Tk), valid_lens=valid_lens, mask=mask, is_causal=build_causal,
-                              device=q.device)
 
         # 5. Attention.
         weights = None
@@ -204,17 +199,18 @@ class MultiHeadAttention(nn.Module):
         """Long-sequence inference: the same result as :meth:`forward`, one group of heads (``_GROUP_HEADS``) at a time.
 
         Each group's context is written straight into the merged ``(B, Tq, D)`` buffer, so the peak holds the
-        input, that buffer and one group's Q/K/V -- not all heads' Q/K/V plus a separate context.
+        input, that buffer and one group's Q/K/V -- not all heads' Q/K/V plus a separate context. In train mode the
+        attention dropout is applied as in :meth:`forward`, but each group draws its own mask (one kernel call per
+        group), so a seed is sure to give forward's exact output only with a single group; the distribution is the same.
+        Padding rows are not zeroed before the projections as in :meth:`forward`: no gradient is taken here, and
+        :func:`fused_attention` keeps them out of the output.
         """
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value, static_hit=False)
         B, Tq, _ = query.shape
         Tk, H, Dh = key.shape[1], self.num_heads, self.head_dim
-        if mask is not None:
-            check_mask(mask, (B, Tq, Tk) if mask.dim() == 3 else (B, H, Tq, Tk))
-            if mask.dim() == 3:
-                mask = mask.unsqueeze(1)  # (B, 1, Tq, Tk)
+        mask = self._check_mask(mask, B, Tq, Tk)
         kernel_causal = is_causal and valid_lens is None and mask is None and Tq == Tk
         combined = build_mask((B, 1, Tq, Tk), valid_lens=valid_lens, is_causal=is_causal and not kernel_causal,
                               device=query.device)
@@ -232,7 +228,8 @@ class MultiHeadAttention(nn.Module):
                 per_head = mask.dim() == 4 and mask.shape[1] != 1  # (B, H, Tq, Tk): this group's heads only
                 part = mask[:, h0:h0 + group] if per_head else mask
                 group_mask = part if group_mask is None else group_mask & part
-            context = fused_attention(q, k, v, group_mask, is_causal=kernel_causal)  # (B, g, Tq, Dh)
+            context = fused_attention(q, k, v, group_mask, is_causal=kernel_causal, dropout_p=self.dropout,
+                                      training=self.training)  # (B, g, Tq, Dh)
             merged[:, :, h0:h0 + group] = context.transpose(1, 2)
         flat = merged.view(B * Tq, self.d_model)
         weight, bias = self.out_proj.weight, self.out_proj.bias
@@ -248,6 +245,29 @@ class MultiHeadAttention(nn.Module):
         return F.linear(x, weight[rows], None if bias is None else bias[rows])
 
     # --------------------------------------------------------------------------------------- internals
+    def _mask_and_kernel(self, B: int, Tq: int, Tk: int, *, valid_lens: torch.Tensor | None,
+                         mask: torch.Tensor | None, is_causal: bool, explicit: bool,
+                         device: torch.device) -> tuple[torch.Tensor | None, bool, bool]:
+        """The combined mask (broadcastable to ``(B, H, Tq, Tk)``, or ``None``), whether the fused kernel runs, and
+        whether that kernel is told about causality itself."""
+        mask = self._check_mask(mask, B, Tq, Tk)
+        # Explicit math when weights are wanted (or traced) and for small multi-query score matrices; else the fused
+        # kernel, which is also told about causality directly when nothing else is masked (no (Tq, Tk) mask built).
+        small = _SMALL_SCORES if Tq > 1 else _SMALL_SCORES_ONE_QUERY
+        use_kernel = not explicit and Tq * Tk > small
+        kernel_causal = use_kernel and is_causal and valid_lens is None and mask is None and Tq == Tk
+        build_causal = is_causal and not kernel_causal and Tq > 1  # one new query may see the whole cache
+        combined = build_mask((B, self.num_heads, Tq, Tk), valid_lens=valid_lens, mask=mask, is_causal=build_causal,
+                              device=device)
+        return combined, use_kernel, kernel_causal
+
+    def _check_mask(self, mask: torch.Tensor | None, B: int, Tq: int, Tk: int) -> torch.Tensor | None:
+        """Validate ``mask``; a ``(B, Tq, Tk)`` one gets a head dim."""
+        if mask is None:
+            return None
+        check_mask(mask, (B, Tq, Tk) if mask.dim() == 3 else (B, self.num_heads, Tq, Tk))
+        return mask.unsqueeze(1) if mask.dim() == 3 else mask  # (B, 1, Tq, Tk) or as given
+
     def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, static_hit: bool) -> None:
         check_float3d("query", query, self.d_model)
         if static_hit:
