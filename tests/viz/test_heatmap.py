@@ -126,3 +126,14 @@ def test_capture_result_and_attention_maps() -> None:
     assert [t.get_text() for t in _panels(enc)[0].get_yticklabels()] == list("abcde")
     with pytest.raises(ConfigError, match="no decoder attention here"):
         plot_attention(AttentionMaps(cross=torch.ones(1, 1, 1, 2, 2)), kind="decoder")
+
+
+def test_a_selected_layer_keeps_its_own_number_in_the_panel_titles() -> None:
+    """``layer=-1`` of a 3-layer capture is labelled "layer 2" (its module path), not "layer 0" (its new index)."""
+    layer = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, num_layers=3, enable_nested_tensor=False).eval()
+    with torch.no_grad(), capture(model) as maps:
+        model(torch.randn(1, 4, 8))
+    fig = plot_attention(maps, list("abcd"), list("abcd"), layer=-1)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles and all(t.startswith("layer 2") for t in titles), titles

@@ -10,6 +10,7 @@ Dimension legend: ``L`` layers, ``H`` heads, ``Tq``/``Tk`` query/key length.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 
 FORMATS = (".png", ".svg", ".pdf")
 _AXIS_NAMES = {"cross": ("target (queries)", "source (keys)")}
+
+
+def _short_layer_name(name: str, index: int) -> str:
+    """A panel label: the name itself if short, else ``layer N`` from the module path (``decoder.layers.2.x`` ->
+    ``layer 2``: the model's own layer number, also after one layer was selected), else the panel's index."""
+    if len(name) <= 12:
+        return name
+    found = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
+    return f"layer {found.group(1) if found else index}"
 
 
 def plot_attention(weights: Any, query_tokens: Sequence[str] | None = None, key_tokens: Sequence[str] | None = None,
@@ -149,7 +159,7 @@ def _grid(view: AttentionView, title: str | None, cmap: str, max_labels: int) ->
         for j in range(H):
             ax = axes[i][j]
             image = ax.imshow(view.weights[i, j].numpy(), cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
-            name = view.layer_names[i] if len(view.layer_names[i]) <= 12 else f"layer {i}"
+            name = _short_layer_name(view.layer_names[i], i)
             ax.set_title(fonts.renderable(f"{name} \N{MIDDLE DOT} {view.heads[j]}"), fontsize=7,
                          parse_math=False)
             ax.tick_params(length=0)
