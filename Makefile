@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11: `make demo` and `make test`.
-PYTHON ?= python3
+# python3.11 when it is on PATH (the package needs 3.11 or newer), else python3; checked before the venv is made.
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && echo python3.11 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnlab-installed
@@ -9,12 +10,17 @@ STAMP := $(VENV)/.attnlab-installed
 setup: $(STAMP)
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
+		{ echo "make: attnlab needs Python 3.11 or newer, and '$(PYTHON)' is not; run: make PYTHON=/path/to/python3.11 $(MAKECMDGOALS)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned: here pip takes the local CPU wheel; the package's own "torch>=2.2" is then
-# already satisfied, so nothing pulls a CUDA build. Re-runs only when pyproject.toml changes.
+# already satisfied, so nothing pulls a CUDA build. Elsewhere PyPI's torch is a CUDA build of several GB:
+# make TORCH_INDEX=https://download.pytorch.org/whl/cpu takes PyTorch's CPU build instead.
+# Re-runs only when pyproject.toml changes.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --disable-pip-version-check -q "torch==2.13.0"
+	$(BIN)/pip install --disable-pip-version-check -q "torch==2.13.0" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[all]"
 	touch $@
 
