@@ -191,3 +191,18 @@ def test_select_keeps_order_and_rejects_unknown_lines(tmp_path):
     assert corpus.select([3, 1]).pairs == [("c", "C"), ("a", "A")]
     with pytest.raises(DataError, match="first: line 7"):
         corpus.select([1, 7])
+
+
+def test_skipped_lines_are_reported_at_the_default_level(tmp_path, caplog):
+    """A blank line left out of training is said at INFO (the CLI's default level), not only with -v."""
+    import logging
+
+    from attnlab.data.corpus import read_parallel
+
+    (tmp_path / "a.txt").write_text("one\n\nthree\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("eins\nzwei\ndrei\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="attnlab.data.corpus"):
+        corpus = read_parallel(tmp_path / "a.txt", tmp_path / "b.txt")
+    assert len(corpus) == 2
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("1 skipped as empty" in m for m in said), said

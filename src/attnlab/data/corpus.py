@@ -249,8 +249,14 @@ def read_parallel(src_path: str | os.PathLike[str], tgt_path: str | os.PathLike[
         raise DataError(f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt}: the two sides of a parallel "
                         "corpus must have the same number of lines")
     keep.stats.lines = n_src
-    log.debug("%s + %s: %s", src_path, tgt_path, keep.stats.summary())
+    _log_stats(f"{src_path} + {tgt_path}", keep.stats)
     return Corpus(pairs, keep.stats, numbers)
+
+
+def _log_stats(where: str, stats: CorpusStats) -> None:
+    """What was read, at the default log level whenever something was left out (silent drops lose data)."""
+    skipped = stats.skipped_empty + stats.skipped_too_long
+    (log.info if skipped else log.debug)("%s: %s", where, stats.summary())
 
 
 def read_tsv(path: str | os.PathLike[str], *, normalization: Normalization = "NFC",
@@ -287,7 +293,7 @@ def read_tsv(path: str | os.PathLike[str], *, normalization: Normalization = "NF
             numbers.append(lineno)
             attributions.append(fields[2].strip() if len(fields) == 3 else "")
     keep.stats.lines = lines
-    log.debug("%s: %s", path, keep.stats.summary())
+    _log_stats(str(path), keep.stats)
     return Corpus(pairs, keep.stats, numbers, attributions)
 
 
