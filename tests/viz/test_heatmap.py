@@ -137,3 +137,12 @@ def test_a_selected_layer_keeps_its_own_number_in_the_panel_titles() -> None:
     fig = plot_attention(maps, list("abcd"), list("abcd"), layer=-1)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles and all(t.startswith("layer 2") for t in titles), titles
+
+
+@pytest.mark.parametrize("title", ["$x^2$", r"$\frac{$", "50% of $5 and $10"])
+def test_grid_title_is_drawn_literally(title: str, tmp_path: Path) -> None:
+    """The layers x heads grid's title, like the single panel's, is text, never mathtext (invalid math used to
+    crash the save)."""
+    fig = plot_attention(torch.rand(2, 2, 3, 3), list("abc"), list("abc"), tmp_path / "g.svg", title=title)
+    assert fig.texts and fig.texts[0].get_text() == title
+    assert fig.texts[0].get_parse_math() is False

@@ -167,6 +167,6 @@ def _grid(view: AttentionView, title: str | None, cmap: str, max_labels: int) ->
                 _ticks(ax, "x", view.key_tokens, max_labels, fontsize)
             if j == 0:
                 _ticks(ax, "y", view.query_tokens, max_labels, fontsize)
-    fig.suptitle(_wrap(fonts.renderable(title or _default_title(view)), fig))
+    fig.suptitle(_wrap(fonts.renderable(title or _default_title(view)), fig), parse_math=False)
     fig.colorbar(image, ax=axes, label="attention weight", shrink=0.6)
     return fig
