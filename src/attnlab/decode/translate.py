@@ -7,6 +7,7 @@ pads little; the results come back in the input order.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,8 @@ from attnlab.decode.beam import beam_search
 from attnlab.decode.greedy import greedy_decode
 from attnlab.decode.search import Hypothesis, NBestList
 from attnlab.models.base import EncoderDecoder
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Translation", "default_max_len", "translate_sentences"]
 
@@ -68,6 +71,7 @@ def translate_sentences(
     batch_size: int = 64,
     max_len: int | None = None,
     max_src_len: int | None = None,
+    warn_cut: bool = False,
     length_penalty: float = 1.0,
     early_stopping: bool = False,
     return_attention: bool = False,
@@ -86,6 +90,7 @@ def translate_sentences(
         max_len: maximum target tokens per sentence (``<eos>`` included); ``None``:
             :func:`default_max_len` of the longest source in each batch.
         max_src_len: cut longer sources to this many tokens (``None``: no cut).
+        warn_cut: log a warning with the number of sources cut (for user-facing calls).
         length_penalty: GNMT ``alpha`` (see :func:`~attnlab.decode.search.length_penalty`).
         early_stopping: beam search stops a sentence at ``beam_size`` finished hypotheses instead of when
             they cannot be beaten (faster; see :func:`~attnlab.decode.beam.beam_search`).
@@ -102,6 +107,10 @@ def translate_sentences(
     # 1. Tokenize and encode; empty sources are answered without the model.
     src_tokens = [src_tokenizer.tokenize(s) for s in sentences]
     if max_src_len is not None:
+        cut = sum(len(toks) > max_src_len for toks in src_tokens)
+        if cut and warn_cut:
+            log.warning("%d of %d inputs are longer than the model's %d source tokens; only their first %d are read",
+                        cut, len(sentences), max_src_len, max_src_len)
         src_tokens = [toks[:max_src_len] for toks in src_tokens]
     src_ids = [src_vocab.encode(toks) for toks in src_tokens]
     results: list[Translation | None] = [

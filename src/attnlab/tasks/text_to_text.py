@@ -83,18 +83,13 @@ class Translator:
         A source longer than the run's ``data.max_len`` tokens is cut to it (the model never saw longer ones); how
         many were cut is logged as a warning, once per call."""
         cfg = self.config.decode
-        limit = self.config.data.max_len
-        cut = sum(len(self.text.src_tokenizer.tokenize(s)) > limit for s in sentences)
-        if cut:
-            log.warning("%d of %d inputs are longer than the model's %d source tokens; only their first %d are read",
-                        cut, len(sentences), limit, limit)
         with torch.inference_mode():
             return translate_sentences(
                 self.model, sentences, self.text.src_tokenizer, self.text.src_vocab, self.text.tgt_tokenizer,
                 self.text.tgt_vocab, beam_size=cfg.beam_size if beam_size is None else beam_size, n_best=n_best,
                 batch_size=cfg.batch_size, max_len=max_len if max_len is not None else cfg.max_len,
                 max_src_len=self.config.data.max_len, length_penalty=cfg.length_penalty,
-                return_attention=return_attention)
+                return_attention=return_attention, warn_cut=True)
 
 
 def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
