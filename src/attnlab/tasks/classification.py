@@ -319,9 +319,8 @@ class ClassificationTask(Task):
                                             tokens(data.valid), [index[y] for _, y in data.valid],
                                             num_classes=len(text.labels))
         preds = model.predict(tokens(examples))
-        preds = preds.tolist() if hasattr(preds, "tolist") else list(preds)
         report = _report(truth, preds, text.labels)
-        report["chosen"] = dict(getattr(model, "chosen", {}))
+        report["chosen"] = dict(model.chosen)
         return TestReport("baseline", report, _line("bag-of-words baseline", len(examples), report),
                           [text.labels[p] for p in preds])
 
