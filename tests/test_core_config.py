@@ -46,3 +46,16 @@ def test_bad_file_names_the_file(tmp_path):
         load_file(bad)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_file(tmp_path / "missing.yaml")
+
+
+def test_out_of_range_seed_is_one_short_line() -> None:
+    """A seed beyond torch's signed 64 bits is refused up front; the message never echoes a huge number."""
+    from attnlab.core.train_config import TrainConfig
+
+    for seed in (2**63, -1, 10**5000):
+        with pytest.raises(ConfigError, match="seed") as info:
+            TrainConfig(seed=seed)
+        assert len(str(info.value)) < 160
+    with pytest.raises(ConfigError, match="16610-bit integer"):
+        TrainConfig(seed=10**5000)
+    TrainConfig(seed=2**63 - 1)

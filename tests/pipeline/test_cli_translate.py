@@ -136,3 +136,20 @@ def test_overlong_input_is_cut_and_said_once(dates_run: Path, caplog: pytest.Log
     assert len(res.out.splitlines()) == 3
     warnings = [r.getMessage() for r in caplog.records if "longer than the model's" in r.getMessage()]
     assert warnings == ["2 of 3 inputs are longer than the model's 100 source tokens; only their first 100 are read"]
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(dates_run: Path, tmp_path: Path) -> None:
+    """All-NaN weights used to translate every line to "" with exit 0; now the checkpoint is refused (exit 4)."""
+    import torch
+
+    from attnlab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(dates_run / "best")
+    model = load_translator(dates_run).model
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan", model=model, step=ckpt.step, config=ckpt.config, extra=ckpt.extra)
+    res = run_cli(["translate", "--checkpoint", str(tmp_path / "nan")], stdin=b"1 May 2000\n")
+    assert res.rc == 4 and len(res.error_lines()) == 1, res.err
+    assert "NaN/inf" in res.err and res.out == ""

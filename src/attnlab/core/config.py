@@ -47,7 +47,16 @@ def check_range(cls_name: str, name: str, value: float, *, low: float | None = N
         lo = "" if low is None else (f">= {low}" if low_inclusive else f"> {low}")
         hi = "" if high is None else f"<= {high}"
         bounds = " and ".join(s for s in (lo, hi) if s)
-        raise ConfigError(f"{cls_name}.{name}: got {value!r}, expected a value {bounds}")
+        raise ConfigError(f"{cls_name}.{name}: got {short_repr(value)}, expected a value {bounds}")
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters; a huge integer is named by its size (its repr may be megabytes
+    long, and Python refuses to print one of over 4,300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 100:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 def validate_types(obj: Any) -> None:

@@ -81,6 +81,7 @@ class DataConfig:
         for name in ("num_valid", "num_test"):
             check_range(owner, name, getattr(self, name), low=0)
         check_range(owner, "max_len", self.max_len, low=2)
+        check_range(owner, "seed", self.seed, low=0, high=2**63 - 1)
         if self.max_train is not None:
             check_range(owner, "max_train", self.max_train, low=1)
         if self.source == "files":

@@ -74,6 +74,7 @@ class TrainConfig:
         check_range(owner, "warmup_steps", self.warmup_steps, low=0)
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         check_range(owner, "keep_snapshots", self.keep_snapshots, low=0)
+        check_range(owner, "seed", self.seed, low=0, high=2**63 - 1)  # torch.manual_seed takes a signed 64-bit int
         for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "log_every"):
             check_range(owner, name, getattr(self, name), low=1)
         for name in ("max_minutes", "max_cpu_minutes"):

@@ -93,7 +93,16 @@ class Translator:
 
 
 def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
-    """Load a checkpoint's weights into the model built from its own config; eval mode."""
+    """Load a checkpoint's weights into the model built from its own config; eval mode.
+
+    Weights holding NaN or inf are refused: the trainer never applies a non-finite update, so such a checkpoint is
+    damaged, and a model computing with them would emit empty or arbitrary output with no error.
+    """
+    for name, tensor in ckpt.model_state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"checkpoint {ckpt.path}: {name} holds {bad} NaN/inf value(s) of {tensor.numel()}; "
+                                  f"the checkpoint is damaged (use another one, e.g. OUT/last or a snapshot)")
     try:
         model.load_state_dict(ckpt.model_state, strict=True)
     except RuntimeError as exc:
