@@ -162,3 +162,9 @@ def test_average_works_for_classifiers(runs: dict[str, Path], tmp_path: Path) ->
     res = run_cli(["average", str(run / "last"), str(run / "best"), "--out", str(tmp_path / "avg")])
     assert res.rc == 0, res.err
     assert isinstance(load_predictor(tmp_path / "avg"), Classifier)
+
+
+def test_a_task_of_the_wrong_type_in_a_config_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("task: [1, 2]\ndata: {source: rotten-tomatoes}\n", encoding="utf-8")
+    res = run_cli(["train", "--config", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "x")])
+    assert res.rc == 2 and len(res.error_lines()) == 1 and "task" in res.err, res.err

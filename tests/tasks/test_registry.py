@@ -84,6 +84,7 @@ def test_train_help_lists_every_task_source_and_model_kind() -> None:
     ({"data": {"source": "multi30k"}, "model": {"kind": "transformer_classifier"}}, "does not fit the translation"),
     ({"task": "summarization", "data": {"source": "multi30k"}}, "does not fit the corpus 'multi30k'"),
     ({"task": "dance"}, "expected one of translation, classification, summarization"),
+    ({"task": [1, 2], "data": {"source": "rotten-tomatoes"}}, "expected one of translation"),
     ({"model": 5}, "config.model: expected a mapping"),
     ({"train": [1, 2]}, "config.train: expected a mapping"),
     ({"data": {"max_len": 300}, "model": {"kind": "transformer", "positional": "learned", "max_len": 256}},

@@ -142,7 +142,7 @@ def _task_of(base: dict[str, Any], flags: dict[str, Any]) -> str:
     """The task the merged config will have (for choosing defaults before the config is built)."""
     task = flags.get("task") or base.get("task")
     if task is not None:
-        if task not in TASKS:
+        if not isinstance(task, str) or task not in TASKS:
             raise ConfigError(f"task: got {str(task)[:40]!r}, expected one of {', '.join(TASKS)}")
         return task
     data = {**base.get("data", {}), **flags["data"]}

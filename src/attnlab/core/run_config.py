@@ -140,7 +140,7 @@ class RunConfig:
     task: TaskKind | None = option(None, help="the task: " + ", ".join(TASKS) + " (default: the data source's)")
 
     def __post_init__(self) -> None:
-        if self.task is not None and self.task not in TASKS:
+        if self.task is not None and (not isinstance(self.task, str) or self.task not in TASKS):
             raise ConfigError(f"task: got {self.task!r}, expected one of {', '.join(TASKS)}")
         allowed = task_of_source(self.data.source, self.data.task)
         task = self.task_name
@@ -177,7 +177,7 @@ class RunConfig:
             if name in data and not isinstance(data[name], dict):
                 raise ConfigError(f"{where}.{name}: expected a mapping of options, got {type(data[name]).__name__}")
         task = data.get("task")
-        if task is not None and task not in TASKS:
+        if task is not None and (not isinstance(task, str) or task not in TASKS):
             raise ConfigError(f"{where}.task: got {str(task)[:40]!r}, expected one of {', '.join(TASKS)}")
         data_cfg = from_dict(DataConfig, data.get("data", {}), where=f"{where}.data")
         model = data.get("model", {})
