@@ -36,6 +36,8 @@ TASK_RECIPES = {
     "debian-summarization.yaml": ("summarization", "debian-descriptions", "transformer", "val_rougeL", 60),
     "rotten-tomatoes-sentiment.yaml": ("classification", "rotten-tomatoes", "rnn_classifier", "val_accuracy", 10),
     "chinese-reviews-sentiment.yaml": ("classification", "chinese-reviews", "rnn_classifier", "val_accuracy", 10),
+    "fashion-mnist-vit.yaml": ("image_classification", "fashion-mnist", "vit", "val_accuracy", 15),
+    "scenes-captioning.yaml": ("captioning", "fashion-mnist", "captioner", "val_exact_match", 30),
 }
 
 
@@ -138,6 +140,14 @@ def test_task_recipe_loads_builds_and_runs(name):
     if task == "classification":
         logits = build_model(cfg.model, DUMMY_VOCAB)(tokens, torch.tensor([5, 3])).logits
         assert logits.shape == (2, 2)
+    elif task == "image_classification":
+        logits = build_model(cfg.model)(torch.rand(2, 1, 28, 28)).logits
+        assert logits.shape == (2, 10)
+    elif task == "captioning":
+        model = build_model(cfg.model, tgt_vocab_size=DUMMY_VOCAB)
+        patches = (cfg.model.image_size // cfg.model.patch_size) ** 2
+        logits = model(torch.rand(2, 1, 64, 64), torch.tensor([patches, patches]), tokens[:, :4]).logits
+        assert logits.shape == (2, 4, DUMMY_VOCAB)
     else:
         logits = build_model(cfg.model, DUMMY_VOCAB, DUMMY_VOCAB)(tokens, torch.tensor([5, 3]), tokens[:, :4]).logits
         assert logits.shape == (2, 4, DUMMY_VOCAB)

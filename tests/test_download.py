@@ -99,6 +99,19 @@ def test_fetch_verifies_then_second_fetch_downloads_nothing(shared_server, tmp_p
     assert not [p for p in leftovers(tmp_path) if p.endswith(".part")]
 
 
+def test_fashion_mnist_is_fetched_byte_for_byte_and_read_back(shared_server, tmp_path):
+    from attnlab.data.images import load_fashion_mnist
+
+    result = fetch_corpus("fashion-mnist", tmp_path, mirror=shared_server.url, progress=False)
+    assert len(result.downloaded) == 4
+    assert sorted(shared_server.requests) == sorted(f"/{e.name}" for e in CORPORA["fashion-mnist"])
+    for entry in CORPORA["fashion-mnist"]:
+        assert entry.url.startswith("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/")
+        assert sha256_file(tmp_path / entry.name) == entry.sha256
+    images, labels = load_fashion_mnist("test", tmp_path)
+    assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
+
+
 def test_mirror_from_environment(shared_server, tmp_path, monkeypatch):
     monkeypatch.setenv(MIRROR_ENV, shared_server.url + "/")
     result = fetch_corpus("tatoeba-cmn", tmp_path, progress=False)
@@ -195,7 +208,7 @@ def test_local_folder_as_mirror(tmp_path):
 
 
 def test_unknown_corpus_is_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="known: chinese-reviews, debian-descriptions, multi30k"):
+    with pytest.raises(ConfigError, match="known: chinese-reviews, debian-descriptions, fashion-mnist, multi30k"):
         fetch_corpus("wmt14", tmp_path)
 
 

@@ -12,6 +12,7 @@ from attnlab.core.config import field_help, to_dict
 from attnlab.core.errors import ConfigError
 from attnlab.core.model_config import (
     MODEL_CONFIGS,
+    CaptionerConfig,
     RNNClassifierConfig,
     Seq2SeqConfig,
     TransformerClassifierConfig,
@@ -20,6 +21,7 @@ from attnlab.core.model_config import (
     model_config_from_dict,
 )
 from attnlab.models import (
+    Captioner,
     RNNAttentionClassifier,
     Seq2Seq,
     Transformer,
@@ -37,9 +39,11 @@ SMALL = {
                                                           max_len=32),
     "vit": ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, d_model=16, num_heads=2, ffn_dim=16,
                      num_layers=1),
+    "captioner": CaptionerConfig(image_size=8, patch_size=4, in_channels=1, d_model=16, num_heads=2, ffn_dim=16,
+                                 encoder_layers=1, decoder_layers=1, max_len=32),
 }
 CLASSES = {"seq2seq": Seq2Seq, "transformer": Transformer, "rnn_classifier": RNNAttentionClassifier,
-           "transformer_classifier": TransformerClassifier, "vit": VisionTransformer}
+           "transformer_classifier": TransformerClassifier, "vit": VisionTransformer, "captioner": Captioner}
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "message"), [
@@ -96,6 +100,8 @@ def test_build_model_rebuilds_identical_model_from_saved_config(kind: str) -> No
     rebuilt.eval()
     if kind == "vit":
         inputs: tuple = (torch.randn(2, 1, 8, 8),)
+    elif kind == "captioner":
+        inputs = (torch.randn(2, 1, 8, 8), torch.tensor([4, 4]), torch.tensor([[1, 9], [1, 10]]))
     elif kind.endswith("classifier"):
         inputs = (torch.tensor([[4, 5, 6], [7, 8, 0]]),)
     else:

@@ -39,7 +39,7 @@ def config_help() -> str:
     lines = [tasks_help(), "", "config options (YAML/JSON sections, or --set SECTION.KEY=VALUE):",
              f"\n  task = None  [{'|'.join(TASKS)}]\n        top-level key (--task-kind): the task, when the data "
              f"source serves several (default: the source's own)"]
-    models = [("model", cls) for cls in MODEL_CONFIGS.values() if cls.__name__ != "ViTConfig"]
+    models = [("model", cls) for cls in MODEL_CONFIGS.values()]
     for section, cls in (("data", DataConfig), *models, ("train", TrainConfig), ("decode", DecodeConfig)):
         hints = typing.get_type_hints(cls)
         lines.append(f"\n  {section}:" + (f"  ({cls.__name__})" if section == "model" else ""))

@@ -129,6 +129,11 @@ def run_stats(args: argparse.Namespace) -> int:
 
         print("\n".join(describe(args.corpus, root)))
         return 0
+    if args.corpus == "fashion-mnist":
+        from attnlab.data.images import describe as describe_images
+
+        print("\n".join(describe_images(root)))
+        return 0
     if args.corpus == "debian-descriptions":
         from attnlab.data.debian import describe as describe_debian
 

@@ -1,8 +1,9 @@
-"""``attnlab predict``: run a trained model of any task on one text per line.
+"""``attnlab predict``: run a trained model of any task on one text per line, or on images.
 
 Classification checkpoints print ``label<TAB>probability`` per line; text-to-text checkpoints (translation,
-summarization) print the generated text. ``--html``/``--png`` draw where a classifier looked: every line's
-words highlighted by their attention weight, all in one page (or one figure).
+summarization) print the generated text; image models (``--image FILE...`` or ``--test-index N...``) print
+``NAME<TAB>label<TAB>probability`` or ``NAME<TAB>caption`` per image. ``--html``/``--png`` draw where a text
+classifier looked: every line's words highlighted by their attention weight, all in one page (or one figure).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from attnlab.cli.translate import read_sentences, write_lines
 from attnlab.core.errors import ConfigError
@@ -20,7 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Read one text per line (stdin or --input). A classifier prints "
                                    "'label<TAB>probability' per line; an encoder-decoder prints its output text.")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory, e.g. runs/x/best")
-    p.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
+    from attnlab.cli._images import add_image_options
+
+    inputs = p.add_mutually_exclusive_group()
+    inputs.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
+    add_image_options(p, inputs, many=True)
     p.add_argument("--output", metavar="FILE", help="output file (default: stdout); written only when all is done")
     p.add_argument("--beam", type=int, default=None, metavar="N", help="beam size for encoder-decoders")
     p.add_argument("--html", metavar="FILE", help="classifiers: write the attention highlights of every line to FILE")
@@ -46,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
 
     _check(args)
     predictor = load_predictor(args.checkpoint)
+    images = args.image is not None or args.test_index is not None
+    if images != hasattr(predictor, "pipeline"):
+        what = "an image model" if hasattr(predictor, "pipeline") else f"a {predictor.config.task_name} model"
+        need = "--image FILE or --test-index N" if hasattr(predictor, "pipeline") else "text (--input or stdin)"
+        raise ConfigError(f"{args.checkpoint} holds {what}; give it {need}")
+    if images:
+        write_lines(_predict_images(predictor, args), args.output)
+        return 0
     texts = read_sentences(args.input)
     if isinstance(predictor, Classifier):
         predictions = predictor.predict(texts, return_attention=bool(args.html or args.png))
@@ -63,6 +78,24 @@ def run(args: argparse.Namespace) -> int:
         lines = [t.text for t in predictor.translate(texts, beam_size=args.beam)]
     write_lines(lines, args.output)
     return 0
+
+
+def _predict_images(predictor: object, args: argparse.Namespace) -> list[str]:
+    """``NAME<TAB>label<TAB>probability`` per image (a captioner: ``NAME<TAB>caption``); the truth of a test image
+    is appended as a last column."""
+    from attnlab.cli._images import image_inputs
+
+    if args.html or args.png or args.beam is not None and not hasattr(predictor, "caption"):
+        raise ConfigError("--html/--png/--beam do not apply to an image classifier; draw one image's attention with "
+                          "`attnlab viz --checkpoint DIR --image FILE --png OUT.png`")
+    items = image_inputs(predictor, args)
+    stack = np.stack([item.pixels for item in items])  # (B, C, S, S)
+    if hasattr(predictor, "caption"):
+        columns = [[r.text] for r in predictor.caption(stack, beam_size=args.beam)]
+    else:
+        columns = [[p.label, f"{p.probability:.4f}"] for p in predictor.predict(stack)]
+    return ["\t".join([item.name, *cols, *([item.truth] if item.truth is not None else [])])
+            for item, cols in zip(items, columns, strict=True)]
 
 
 def _draw(predictions: list, args: argparse.Namespace) -> None:

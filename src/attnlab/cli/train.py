@@ -8,7 +8,7 @@ from attnlab.cli._run_options import add_run_options, config_help, run_config_fr
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model: translation, classification or summarization",
+    p = sub.add_parser("train", help="train a model of any task: translation, classification, summarization, images",
                        description="Train a model and write OUT/last (latest checkpoint), OUT/best, OUT/config.json "
                                    "and OUT/metrics.jsonl. Ctrl-C saves OUT/last; --resume continues it.",
                        epilog=config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,4 +1,5 @@
-"""``attnlab viz``: translate, classify (or encode) one text and draw its attention as figures and an HTML viewer.
+"""``attnlab viz``: translate, classify (or encode) one text, or classify/caption one image, and draw its attention
+as figures and an HTML viewer.
 
 Sources of a model, each a function returning a :class:`Drawn`: ``--checkpoint`` (a run or checkpoint folder
 written by ``attnlab train``) and ``--hf-model`` (a local Hugging Face folder). Encoder-decoders translate
@@ -46,7 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="an attnlab checkpoint directory (runs/x/best) or a run directory (uses its best/)")
     source.add_argument("--hf-model", metavar="DIR",
                         help="a local Hugging Face model folder (config.json, weights and tokenizer files)")
-    p.add_argument("--text", required=True, help="the sentence to translate or encode")
+    from attnlab.cli._images import add_image_options
+
+    inputs = p.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--text", help="the sentence to translate or encode")
+    add_image_options(p, inputs, many=False)
     for fmt in FIGURES:
         article = "an" if fmt == "svg" else "a"
         p.add_argument(f"--{fmt}", metavar="FILE", help=f"write {article} {fmt.upper()} heatmap to FILE")
@@ -64,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _check_args(args: argparse.Namespace) -> int | str | None:
     """Validate what can be checked before loading a model; returns the parsed ``--head``."""
-    if not args.text.strip():
+    if args.text is not None and not args.text.strip():
         raise ConfigError("--text is empty; give the sentence to visualize, e.g. --text \"a small cat\"")
     outputs = [getattr(args, f) for f in (*FIGURES, "html")]
     if not any(outputs):
@@ -85,6 +90,8 @@ def _check_args(args: argparse.Namespace) -> int | str | None:
 
 def run(args: argparse.Namespace) -> int:
     head = _check_args(args)
+    if args.text is None:
+        return _draw_image(args)
     drawn = _from_checkpoint(args) if args.checkpoint else _from_hf(args)
     return _draw(drawn, args, head)
 
@@ -140,6 +147,66 @@ def _draw_classifier(drawn: Drawn, args: argparse.Namespace, head: int | str | N
         if heads:
             write_html(drawn.maps, _heads_path(args.html), title=title)
             print(f"wrote {_heads_path(args.html)}")
+    return 0
+
+
+def _draw_image(args: argparse.Namespace) -> int:
+    """An image model on ``--image``/``--test-index``: every layer and head over the patches, as figures and a page."""
+    from attnlab.cli._images import image_inputs
+    from attnlab.pipeline import load_predictor
+    from attnlab.viz.heatmap import save_figure
+    from attnlab.viz.image import plot_vit_attention, save_html, vit_attention_html
+
+    if not args.checkpoint:
+        raise ConfigError("--image/--test-index need an attnlab image checkpoint (--checkpoint DIR)")
+    if args.kind is not None or args.layer is not None or args.head is not None:
+        raise ConfigError("--kind/--layer/--head choose among a text model's maps; image figures show every layer "
+                          "and head")
+    predictor = load_predictor(args.checkpoint)
+    if not hasattr(predictor, "pipeline"):
+        raise ConfigError(f"{args.checkpoint} holds a {predictor.config.task_name} model; --image/--test-index "
+                          f"need an image model (use --text)")
+    (item,) = image_inputs(predictor, args)
+    if hasattr(predictor, "caption"):
+        return _draw_caption(predictor, item, args)
+    (pred,) = predictor.predict(item.pixels[None], return_attention=True)
+    truth = f" (truth: {item.truth})" if item.truth is not None else ""
+    print(f"prediction: {pred.label} ({pred.probability:.3f}){truth}")
+    title = _short(item.name) + truth
+    for fmt in FIGURES:
+        if getattr(args, fmt):
+            fig = plot_vit_attention(item.pixels, pred.attention, patch_size=predictor.patch_size, label=pred.label,
+                                     probability=pred.probability, title=title)
+            save_figure(fig, getattr(args, fmt))
+            print(f"wrote {getattr(args, fmt)}")
+    if args.html:
+        save_html(vit_attention_html(item.pixels, pred.attention, patch_size=predictor.patch_size, label=pred.label,
+                                     probabilities=pred.probabilities, title=f"attnlab viz: {title}"), args.html)
+        print(f"wrote {args.html}")
+    return 0
+
+
+def _draw_caption(predictor: Any, item: Any, args: argparse.Namespace) -> int:
+    """A captioner: one panel per generated word with that step's attention (and the item's box when known)."""
+    from attnlab.viz.heatmap import save_figure
+    from attnlab.viz.image import caption_attention_html, plot_caption_attention, save_html
+
+    (result,) = predictor.caption(item.pixels[None], return_attention=True)
+    truth = f" (truth: {item.truth})" if item.truth is not None else ""
+    print(f"caption: {result.text}{truth}")
+    words = result.words
+    boxes = item.boxes(words) if callable(item.boxes) else None
+    title = _short(item.name) + truth
+    for fmt in FIGURES:
+        if getattr(args, fmt):
+            fig = plot_caption_attention(item.pixels, words, result.attention, patch_size=predictor.patch_size,
+                                         boxes=boxes, title=title)
+            save_figure(fig, getattr(args, fmt))
+            print(f"wrote {getattr(args, fmt)}")
+    if args.html:
+        save_html(caption_attention_html(item.pixels, words, result.attention, patch_size=predictor.patch_size,
+                                         boxes=boxes, title=f"attnlab viz: {title}"), args.html)
+        print(f"wrote {args.html}")
     return 0
 
 

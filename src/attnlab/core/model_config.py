@@ -25,6 +25,7 @@ _POOLING_HELP = ("attention pooling scoring: additive (Bahdanau/Yang et al.; can
 
 __all__ = [
     "MODEL_CONFIGS",
+    "CaptionerConfig",
     "ModelConfig",
     "RNNClassifierConfig",
     "Seq2SeqConfig",
@@ -34,6 +35,18 @@ __all__ = [
     "model_config_from_dict",
     "to_dict",
 ]
+
+
+StemKind = Literal["linear", "conv"]
+_STEM_HELP = ("how patches become vectors: linear (ViT's one linear map per patch) or conv (3x3 convolutions with "
+              "stride 2 down to the patch grid, Xiao et al. 2021; each vector sees a 2P+1 pixel window; patch_size a "
+              "power of 2)")
+
+
+def _check_stem(owner: str, stem: str, patch_size: int) -> None:
+    if stem == "conv" and (patch_size < 2 or patch_size & (patch_size - 1)):
+        raise ConfigError(f"{owner}.patch_size: the conv stem halves the image per layer, so patch_size must be a "
+                          f"power of 2 (2, 4, 8, ...), got {patch_size}")
 
 
 def _check_positive(owner: str, **values: int) -> None:
@@ -175,6 +188,7 @@ class ViTConfig:
     num_layers: int = option(4, help="encoder layers")
     dropout: float = option(0.1, help="dropout on embeddings, residual branches and the MLP")
     attention_dropout: float = option(0.0, help="dropout on attention probabilities")
+    stem: StemKind = option("linear", help=_STEM_HELP)
 
     def __post_init__(self) -> None:
         validate_types(self)
@@ -185,11 +199,57 @@ class ViTConfig:
         if self.image_size % self.patch_size != 0:
             raise ConfigError(f"{owner}.patch_size: got {self.patch_size}, expected a divisor of "
                               f"image_size={self.image_size}")
+        _check_stem(owner, self.stem, self.patch_size)
         _check_heads(owner, self.d_model, self.num_heads)
         _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
 
 
-ModelConfig = Seq2SeqConfig | TransformerConfig | RNNClassifierConfig | TransformerClassifierConfig | ViTConfig
+@dataclass(frozen=True)
+class CaptionerConfig:
+    """Image captioner: a ViT-style patch encoder (Dosovitskiy et al., 2021) and a Transformer decoder that
+    attends over the patches while it writes (the attention-over-regions captioning of Xu et al., 2015,
+    "Show, Attend and Tell")."""
+
+    kind: Literal["captioner"] = option("captioner", help="selects attnlab.models.Captioner")
+    image_size: int = option(64, help="height and width of the (square) input images")
+    patch_size: int = option(8, help="side of the square patches; must divide image_size")
+    in_channels: int = option(1, help="image channels")
+    d_model: int = option(128, help="model dimension D")
+    num_heads: int = option(4, help="attention heads H per layer; must divide d_model")
+    ffn_dim: int = option(256, help="hidden size of the position-wise feed-forward networks")
+    encoder_layers: int = option(2, help="encoder layers over the patches; 0 lets the decoder attend over the "
+                                         "patch embeddings themselves")
+    decoder_layers: int = option(2, help="decoder layers")
+    dropout: float = option(0.1, help="dropout on embeddings, residual branches and the feed-forward hidden layer")
+    attention_dropout: float = option(0.0, help="dropout on attention probabilities")
+    max_len: int = option(32, help="longest caption in tokens, <bos> and <eos> included (decoder positions)")
+    tie_embeddings: bool = option(True, help="tie the output projection to the caption embedding (Press & Wolf, "
+                                             "2017)")
+    norm_first: bool = option(True, help="pre-LN (LayerNorm before each sublayer) if true, else post-LN")
+    stem: StemKind = option("linear", help=_STEM_HELP)
+    decoder: Literal["transformer", "gru"] = option("transformer", help="transformer (decoder_layers layers of "
+                                                    "causal self-attention and multi-head cross-attention) or gru "
+                                                    "(Show, Attend and Tell: a GRU with one additive attention over "
+                                                    "the patches per word and a deep output layer; decoder_layers, "
+                                                    "num_heads and ffn_dim then apply to the encoder only)")
+
+    def __post_init__(self) -> None:
+        validate_types(self)
+        owner = type(self).__name__
+        _check_positive(owner, image_size=self.image_size, patch_size=self.patch_size, in_channels=self.in_channels,
+                        d_model=self.d_model, num_heads=self.num_heads, ffn_dim=self.ffn_dim,
+                        decoder_layers=self.decoder_layers, max_len=self.max_len)
+        _check_stem(owner, self.stem, self.patch_size)
+        check_range(owner, "encoder_layers", self.encoder_layers, low=0)
+        if self.image_size % self.patch_size != 0:
+            raise ConfigError(f"{owner}.patch_size: got {self.patch_size}, expected a divisor of "
+                              f"image_size={self.image_size}")
+        _check_heads(owner, self.d_model, self.num_heads)
+        _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
+
+
+ModelConfig = (Seq2SeqConfig | TransformerConfig | RNNClassifierConfig | TransformerClassifierConfig | ViTConfig
+               | CaptionerConfig)
 
 MODEL_CONFIGS: dict[str, type[Any]] = {
     "seq2seq": Seq2SeqConfig,
@@ -197,6 +257,7 @@ MODEL_CONFIGS: dict[str, type[Any]] = {
     "rnn_classifier": RNNClassifierConfig,
     "transformer_classifier": TransformerClassifierConfig,
     "vit": ViTConfig,
+    "captioner": CaptionerConfig,
 }
 
 

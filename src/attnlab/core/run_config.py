@@ -29,6 +29,7 @@ SyntheticName = Literal[tuple(SYNTHETIC)]  # type: ignore[valid-type]
 TaskKind = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 TokenizerKind = Literal[TOKENIZERS]  # type: ignore[valid-type]
 TaskName = SyntheticName  # the name this type had before tasks existed
+AugmentKind = Literal["none", "crop", "crop-flip"]
 
 __all__ = ["DataConfig", "DecodeConfig", "RunConfig", "SourceKind", "SyntheticName", "TaskKind", "TaskName",
            "TokenizerKind"]
@@ -72,6 +73,10 @@ class DataConfig:
                                     "cut longer texts to this many tokens, counted in the log)")
     max_train: int | None = option(None, help="use only the first N training pairs (quick experiments)")
     seed: int = option(0, help="seed for generating synthetic data and for splitting corpora")
+    augment: AugmentKind = option("none", help="image tasks: training-image augmentation: none, crop (a random "
+                                               "shift of up to 2 pixels), crop-flip (and a left-right mirror)")
+    canvas_size: int = option(64, help="captioning: side of the square scene canvas in pixels (at least 56)")
+    max_items: int = option(3, help="captioning: most items in one scene (1-4)")
 
     def __post_init__(self) -> None:
         validate_types(self)
@@ -81,6 +86,8 @@ class DataConfig:
         for name in ("num_valid", "num_test"):
             check_range(owner, name, getattr(self, name), low=0)
         check_range(owner, "max_len", self.max_len, low=2)
+        check_range(owner, "canvas_size", self.canvas_size, low=56, high=1024)
+        check_range(owner, "max_items", self.max_items, low=1, high=4)
         check_range(owner, "seed", self.seed, low=0, high=2**63 - 1)
         if self.max_train is not None:
             check_range(owner, "max_train", self.max_train, low=1)

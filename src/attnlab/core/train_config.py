@@ -53,6 +53,7 @@ class TrainConfig:
     best_mode: MetricMode = option("min", help="whether a smaller (min) or larger (max) best_metric is better")
     seed: int = option(0, help="seed of the torch, random and numpy generators at the start of training")
     tokens_per_batch: int = option(4096, help="token budget of one length-bucketed batch")
+    batch_size: int = option(128, help="image tasks: images per batch (text tasks batch by tokens_per_batch)")
     log_every: int = option(10, help="write a metrics line (loss, lr, tokens/s) every N steps")
     bf16: bool = option(False, help="run forward passes under CPU bfloat16 autocast")
     num_threads: int | None = option(None, help="torch intra-op CPU threads during training (none = torch default)")
@@ -75,7 +76,7 @@ class TrainConfig:
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         check_range(owner, "keep_snapshots", self.keep_snapshots, low=0)
         check_range(owner, "seed", self.seed, low=0, high=2**63 - 1)  # torch.manual_seed takes a signed 64-bit int
-        for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "log_every"):
+        for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "batch_size", "log_every"):
             check_range(owner, name, getattr(self, name), low=1)
         for name in ("max_minutes", "max_cpu_minutes"):
             if getattr(self, name) is not None:

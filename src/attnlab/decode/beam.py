@@ -96,8 +96,8 @@ def beam_search(
 
     Args:
         model: an :class:`~attnlab.models.base.EncoderDecoder`; put in eval mode for the call.
-        src: ``(B, Ts)`` source ids, padded with 0.
-        src_lens: ``(B,)`` real source lengths.
+        src: ``(B, Ts)`` source ids, padded with 0, or ``(B, C, H, W)`` images for a captioner.
+        src_lens: ``(B,)`` real source lengths (a captioner: its number of patches ``N``).
         beam_size: ``K``, live beams per sentence.
         max_len: at most this many scored tokens per hypothesis (``<eos>`` included); beams still live
             after ``max_len`` steps finish there (``Hypothesis.ended`` is ``False``).
@@ -119,7 +119,7 @@ def beam_search(
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got {n_best}")
     k = beam_size
-    batch_size, src_len = src.shape
+    batch_size = src.shape[0]
     if batch_size == 0:
         return []
     device = src.device
@@ -135,7 +135,7 @@ def beam_search(
         beam_scores = torch.full((batch_size, k), -math.inf, device=device)
         beam_scores[:, 0] = 0.0
         history = torch.empty(batch_size, k, 0, dtype=torch.long, device=device)  # (B, K, t)
-        attn_hist = torch.empty(batch_size, k, 0, src_len, device=device) if return_attention else None
+        attn_hist = None  # (B, K, t, Ts), made at the first step: Ts is the model's memory length (tokens or patches)
         tokens = torch.full((batch_size * k,), bos_id, dtype=torch.long, device=device)
 
         for step in range(max_len):
@@ -149,7 +149,11 @@ def beam_search(
             top_scores, top_idx = cand.topk(n_cand, dim=1)  # (Ba, 2K)
             top_beam = torch.div(top_idx, vocab, rounding_mode="floor")  # (Ba, 2K)
             top_tok = top_idx % vocab  # (Ba, 2K)
-            weights = out.cross_weights.float().view(n_active, k, src_len) if attn_hist is not None else None
+            weights = None
+            if return_attention:
+                weights = out.cross_weights.float().view(n_active, k, -1)  # (Ba, K, Ts)
+                if attn_hist is None:
+                    attn_hist = weights.new_empty(n_active, k, 0, weights.shape[-1])
 
             # 3. <eos> among the K best candidates: finished hypotheses.
             is_eos = top_tok == eos_id

@@ -70,8 +70,8 @@ def greedy_decode(
 
     Args:
         model: an :class:`~attnlab.models.base.EncoderDecoder`; put in eval mode for the call.
-        src: ``(B, Ts)`` source ids, padded with 0.
-        src_lens: ``(B,)`` real source lengths.
+        src: ``(B, Ts)`` source ids, padded with 0, or ``(B, C, H, W)`` images for a captioner.
+        src_lens: ``(B,)`` real source lengths (a captioner: its number of patches ``N``).
         max_len: at most this many scored tokens per sentence (``<eos>`` included).
         bos_id, eos_id: special ids of the target vocabulary.
         length_penalty: ``alpha`` of :func:`~attnlab.decode.search.length_penalty`; only used to fill
@@ -83,7 +83,7 @@ def greedy_decode(
         one :class:`~attnlab.decode.search.Hypothesis` per source row, in input order.
     """
     check_inputs(src, src_lens, max_len)
-    batch_size, src_len = src.shape
+    batch_size = src.shape[0]
     if batch_size == 0:
         return []
     device = src.device
@@ -93,7 +93,7 @@ def greedy_decode(
         scores = torch.zeros(batch_size, dtype=torch.float32, device=device)
         num_steps = torch.zeros(batch_size, dtype=torch.long, device=device)
         ended = torch.zeros(batch_size, dtype=torch.bool, device=device)
-        attn = torch.zeros(batch_size, max_len, src_len, device=device) if return_attention else None
+        attn = None  # (B, max_len, Ts), made at the first step: Ts is the model's memory length (tokens or patches)
         rows = torch.arange(batch_size, device=device)
         tokens = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
 
@@ -118,7 +118,9 @@ def greedy_decode(
             scores[rows] += best_logp
             out_tokens[rows, step] = best
             num_steps[rows] = step + 1
-            if attn is not None:
+            if return_attention:
+                if attn is None:
+                    attn = torch.zeros(batch_size, max_len, weights.shape[-1], device=device)
                 attn[rows, step] = weights.float()
             done = best == eos_id
             ended[rows[done]] = True

@@ -31,9 +31,10 @@ class Hypothesis:
         score: sum of the log-probabilities of every scored token (``<eos>`` included when generated).
         normalized_score: ``score / length_penalty(num_steps, alpha)`` (see :func:`length_penalty`);
             what beam search ranks by. Greedy decoding fills it with the same formula.
-        cross_attention: ``(num_steps, Ts)`` attention over the *real* source tokens (padding cut off),
-            one row per scored token -- so ``len(tokens) + 1`` rows when the hypothesis ended with
-            ``<eos>``, else ``len(tokens)``; ``None`` unless ``return_attention=True``.
+        cross_attention: ``(num_steps, Ts)`` attention over the *real* source tokens (padding cut off), or
+            over a captioner's ``Ts = N`` image patches; one row per scored token -- so ``len(tokens) + 1``
+            rows when the hypothesis ended with ``<eos>``, else ``len(tokens)``; ``None`` unless
+            ``return_attention=True``.
         ended: ``True`` when the hypothesis ended with ``<eos>``, ``False`` when ``max_len`` cut it.
     """
 
@@ -79,9 +80,13 @@ def step_log_probs(logits: torch.Tensor, *, bos_id: int, pad_id: int = PAD_ID) -
 
 
 def check_inputs(src: torch.Tensor, src_lens: torch.Tensor, max_len: int) -> None:
-    """Validate the shapes shared by every decoder (``src``: ``(B, Ts)``, ``src_lens``: ``(B,)``)."""
-    if src.dim() != 2:
-        raise ValueError(f"src must be (B, Ts), got shape {tuple(src.shape)}")
+    """Validate the shapes shared by every decoder.
+
+    ``src`` is ``(B, Ts)`` token ids or ``(B, C, H, W)`` images (a captioner's source; the model checks the
+    rest), ``src_lens`` is ``(B,)``: source tokens per row, or the number of attended image regions.
+    """
+    if src.dim() not in (2, 4):
+        raise ValueError(f"src must be (B, Ts) token ids or (B, C, H, W) images, got shape {tuple(src.shape)}")
     if src_lens.shape != (src.shape[0],):
         raise ValueError(f"src_lens must be (B,) = ({src.shape[0]},), got {tuple(src_lens.shape)}")
     if max_len < 1:

@@ -1,7 +1,8 @@
-"""attnlab.models: RNN encoders, Seq2Seq with attention, the Transformer, attention classifiers, ViT."""
+"""attnlab.models: RNN encoders, Seq2Seq with attention, the Transformer, attention classifiers, ViT, captioner."""
 
 from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput
 from attnlab.models.build import build_model
+from attnlab.models.captioner import Captioner, patch_grid
 from attnlab.models.classifier import (
     AttentionPooling,
     ClassifierOutput,
@@ -22,6 +23,7 @@ from attnlab.models.vit import PatchEmbedding, VisionTransformer
 __all__ = [
     "AttentionMaps",
     "AttentionPooling",
+    "Captioner",
     "ClassifierOutput",
     "DecoderState",
     "EncoderDecoder",
@@ -41,4 +43,5 @@ __all__ = [
     "TransformerState",
     "VisionTransformer",
     "build_model",
+    "patch_grid",
 ]

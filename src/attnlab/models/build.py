@@ -9,6 +9,7 @@ from torch import nn
 from attnlab.core.errors import ConfigError
 from attnlab.core.model_config import (
     MODEL_CONFIGS,
+    CaptionerConfig,
     ModelConfig,
     RNNClassifierConfig,
     Seq2SeqConfig,
@@ -17,6 +18,7 @@ from attnlab.core.model_config import (
     ViTConfig,
     model_config_from_dict,
 )
+from attnlab.models.captioner import Captioner
 from attnlab.models.classifier import RNNAttentionClassifier, TransformerClassifier
 from attnlab.models.seq2seq import Seq2Seq
 from attnlab.models.transformer import Transformer
@@ -40,8 +42,8 @@ def build_model(config: ModelConfig | dict[str, Any], src_vocab_size: int | None
 
     Args:
         config: a model config, or its :func:`attnlab.core.config.to_dict` form (as saved in checkpoints).
-        src_vocab_size: source (or input text) vocabulary size; needed by every text model.
-        tgt_vocab_size: target vocabulary size; needed by encoder-decoder models.
+        src_vocab_size: source (or input text) vocabulary size; needed by every text model, ignored by image models.
+        tgt_vocab_size: target vocabulary size; needed by encoder-decoder models (the captioner's caption vocabulary).
 
     Raises:
         ConfigError: an unknown ``kind``, an invalid config, or a missing vocabulary size.
@@ -64,4 +66,6 @@ def build_model(config: ModelConfig | dict[str, Any], src_vocab_size: int | None
         return TransformerClassifier(config, _vocab(kind, "src_vocab_size", src_vocab_size))
     if isinstance(config, ViTConfig):
         return VisionTransformer(config)
+    if isinstance(config, CaptionerConfig):
+        return Captioner(config, _vocab(kind, "tgt_vocab_size", tgt_vocab_size))
     raise ConfigError(f"build_model: no model registered for kind {kind!r}")  # pragma: no cover

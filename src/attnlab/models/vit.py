@@ -17,7 +17,7 @@ from attnlab.core.model_config import ViTConfig
 from attnlab.models.classifier import ClassifierOutput
 from attnlab.models.transformer import TransformerEncoderLayer
 
-__all__ = ["PatchEmbedding", "VisionTransformer"]
+__all__ = ["ConvStem", "PatchEmbedding", "VisionTransformer"]
 
 
 class PatchEmbedding(nn.Module):
@@ -36,6 +36,34 @@ class PatchEmbedding(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
 
 
+class ConvStem(nn.Module):
+    """``(B, C, S, S)`` images -> ``(B, N, D)`` region vectors on the ``(S / P)^2`` patch grid, row-major.
+
+    A 3x3 convolution, then ``log2(P)`` 3x3 convolutions of stride 2 (GELU after each), then a 1x1 projection to
+    ``D`` (the convolutional stem of Xiao et al. 2021, "Early Convolutions Help Transformers See Better"). Each
+    vector sees a window of ``2P + 1`` pixels around its patch, so attention over the vectors still says where
+    in the image the model looks.
+    """
+
+    def __init__(self, in_channels: int, d_model: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, 32, 3, padding=1), nn.GELU()]
+        channels = 32
+        for _ in range(patch_size.bit_length() - 1):  # log2(P) halvings
+            out = min(2 * channels, d_model)
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GELU()]
+            channels = out
+        layers.append(nn.Conv2d(channels, d_model, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[-1] % self.patch_size or images.shape[-2] % self.patch_size:
+            raise ValueError(f"ConvStem: expected images (B, C, S, S) with S a multiple of "
+                             f"patch_size={self.patch_size}, got {tuple(images.shape)}")
+        return self.layers(images).flatten(2).transpose(1, 2)  # (B, D, S/P, S/P) -> (B, N, D)
+
+
 class VisionTransformer(nn.Module):
     """ViT classifier configured by :class:`ViTConfig`."""
 
@@ -44,7 +72,8 @@ class VisionTransformer(nn.Module):
         self.config = config
         d = config.d_model
         num_patches = (config.image_size // config.patch_size) ** 2
-        self.patch_embedding = PatchEmbedding(config.in_channels, d, config.patch_size)
+        self.patch_embedding = (PatchEmbedding(config.in_channels, d, config.patch_size) if config.stem == "linear"
+                                else ConvStem(config.in_channels, d, config.patch_size))
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))
         self.positional = LearnedPositionalEncoding(d, num_patches + 1, config.dropout)
         self.layers = nn.ModuleList(

@@ -6,8 +6,12 @@ decode -> evaluate -> tasks -> pipeline -> viz -> cli). Importing it registers e
 """
 
 from attnlab.tasks.base import TASK_TYPES, Task, TestReport, get_task, register_task
+from attnlab.tasks.captioning import CaptioningTask, ImageCaptioner
 from attnlab.tasks.classification import ClassificationTask, Classifier, LabelPipeline, Prediction
+from attnlab.tasks.image import ImageClassificationTask, ImageClassifier, ImagePipeline, ImagePrediction
 from attnlab.tasks.text_to_text import SummarizationTask, TranslationTask, Translator
 
-__all__ = ["TASK_TYPES", "ClassificationTask", "Classifier", "LabelPipeline", "Prediction", "SummarizationTask",
-           "Task", "TestReport", "TranslationTask", "Translator", "get_task", "register_task"]
+__all__ = ["TASK_TYPES", "CaptioningTask", "ClassificationTask", "Classifier", "ImageCaptioner",
+           "ImageClassificationTask", "ImageClassifier", "ImagePipeline", "ImagePrediction", "LabelPipeline",
+           "Prediction", "SummarizationTask", "Task", "TestReport", "TranslationTask", "Translator", "get_task",
+           "register_task"]
