@@ -71,3 +71,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def checkpoint_step(ckpt_dir: Path) -> int:
     return int(json.loads((ckpt_dir / "meta.json").read_text(encoding="utf-8"))["step"])
+
+
+def assert_resumed_equals_straight(resumed: Path, straight: Path, steps: int) -> None:
+    """``resumed`` (N steps, then --resume to ``steps``) equals ``straight`` (``steps`` in one go): parameters,
+    optimizer moments and every logged training loss, bit for bit."""
+    import torch
+    from safetensors.torch import load_file
+
+    assert checkpoint_step(resumed / "last") == steps
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        a = load_file(resumed / "last" / name)
+        b = load_file(straight / "last" / name)
+        assert a.keys() == b.keys() and a
+        assert not [k for k in a if not torch.equal(a[k], b[k])], name
+    losses = [[(r["step"], r["loss"]) for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"]
+              for run in (resumed, straight)]
+    assert losses[0] == losses[1] and len(losses[0]) == steps

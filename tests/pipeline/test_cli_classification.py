@@ -7,9 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
-from pipeline_helpers import checkpoint_step, read_jsonl, run_cli
-from safetensors.torch import load_file
+from pipeline_helpers import assert_resumed_equals_straight, run_cli
 
 from attnlab.data.synthetic import KeywordTask, make_pairs
 from attnlab.pipeline import Classifier, load_predictor
@@ -42,15 +40,7 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 def test_resume_is_bit_exact(runs: dict[str, Path]) -> None:
     """N steps + resume to 2N == 2N uninterrupted: parameters, optimizer moments and logged losses."""
-    assert checkpoint_step(runs["resumed"] / "last") == 2 * N
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        a = load_file(runs["resumed"] / "last" / name)
-        b = load_file(runs["straight"] / "last" / name)
-        assert a.keys() == b.keys() and a
-        assert not [k for k in a if not torch.equal(a[k], b[k])], name
-    losses = [[(r["step"], r["loss"]) for r in read_jsonl(runs[k] / "metrics.jsonl") if r["kind"] == "train"]
-              for k in ("resumed", "straight")]
-    assert losses[0] == losses[1] and len(losses[0]) == 2 * N
+    assert_resumed_equals_straight(runs["resumed"], runs["straight"], 2 * N)
 
 
 def test_config_records_the_task(runs: dict[str, Path]) -> None:

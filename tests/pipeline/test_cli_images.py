@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from pipeline_helpers import checkpoint_step, read_jsonl, run_cli
-from safetensors.torch import load_file
+from pipeline_helpers import assert_resumed_equals_straight, run_cli
 
 from attnlab.pipeline import load_predictor
 from attnlab.tasks import ImageCaptioner, ImageClassifier
@@ -58,15 +56,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _assert_bit_exact(runs: dict[str, Path]) -> None:
-    assert checkpoint_step(runs["resumed"] / "last") == 2 * N
-    for name in ("model.safetensors", "optimizer.safetensors"):
-        a = load_file(runs["resumed"] / "last" / name)
-        b = load_file(runs["straight"] / "last" / name)
-        assert a.keys() == b.keys() and a
-        assert not [k for k in a if not torch.equal(a[k], b[k])], name
-    losses = [[(r["step"], r["loss"]) for r in read_jsonl(runs[k] / "metrics.jsonl") if r["kind"] == "train"]
-              for k in ("resumed", "straight")]
-    assert losses[0] == losses[1] and len(losses[0]) == 2 * N
+    assert_resumed_equals_straight(runs["resumed"], runs["straight"], 2 * N)
 
 
 def test_vit_resume_is_bit_exact(squares: dict[str, Path]) -> None:

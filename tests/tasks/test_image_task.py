@@ -101,3 +101,33 @@ def test_a_vit_learns_the_squares_set_and_its_attention_is_measured_not_assumed(
     assert cls_maps.shape == (1, 2, 7, 7) and np.isclose(rollout.sum(), 1.0)
     rows = out.encoder_self[0, :, :, 0]  # (B, H, 50): the class token's attention, one distribution per head
     assert torch.allclose(rows.sum(-1), torch.ones(()), atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["vit", "captioner-transformer", "captioner-gru"])
+def test_capture_records_the_image_models_own_attention(which: str) -> None:
+    """``attnlab.viz.capture`` hooks the image models like any other: the weights it records are the ones the
+    models return with ``need_weights``, while the forward pass itself runs the fused path."""
+    from attnlab.core.model_config import CaptionerConfig
+    from attnlab.models.captioner import Captioner
+    from attnlab.viz.capture import capture
+
+    torch.manual_seed(0)
+    if which == "vit":
+        model = VisionTransformer(ViTConfig(image_size=28, patch_size=7, in_channels=1, d_model=16, num_heads=2,
+                                            ffn_dim=16, num_layers=2)).eval()
+        images = torch.rand(2, 1, 28, 28)
+        with torch.no_grad(), capture(model) as maps:
+            model(images)
+        expected = model(images, need_weights=True).encoder_self  # (L, B, H, 17, 17)
+    else:
+        decoder = which.split("-")[1]
+        model = Captioner(CaptionerConfig(image_size=32, patch_size=8, d_model=16, num_heads=2, ffn_dim=16,
+                                          encoder_layers=1, decoder_layers=2, decoder=decoder), 10).eval()
+        images, lens, tgt = torch.rand(2, 1, 32, 32), torch.full((2,), 16), torch.tensor([[1, 5, 6], [1, 7, 4]])
+        with torch.no_grad(), capture(model) as maps:
+            model(images, lens, tgt)
+        expected = model(images, lens, tgt, need_weights=True).attention.cross  # (Ld, B, H, Tt, N)
+        maps = [m for m in maps if m.kind == "cross"]
+    assert len(maps) == expected.shape[0]
+    for record, weights in zip(maps, expected, strict=True):
+        assert torch.allclose(record.weights, weights, atol=1e-6), record.name

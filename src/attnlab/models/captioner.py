@@ -20,6 +20,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks
 
 from attnlab.attention import AdditiveAttention, KVCache, LearnedPositionalEncoding
 from attnlab.attention.functional import softmax_with_mask
@@ -199,9 +200,15 @@ class Captioner(EncoderDecoder):
         ``alpha_t`` ``(B, 1, N)``."""
         embedded = self.step_dropout(self.tgt_embedding(tokens) * self.embed_scale)  # (B, D)
         query = state.hidden[-1].unsqueeze(1)  # (B, 1, D)
-        scores = self.attention.score_projected(self.attention.W_q(query), state.keys)  # (B, 1, N)
-        weights = softmax_with_mask(scores, state.mask)  # (B, 1, N)
-        context = torch.bmm(weights, state.memory)[:, 0]  # (B, D)
+        attention = self.attention
+        if attention._forward_hooks or attention._forward_pre_hooks or _global_forward_hooks:
+            # Observed (attnlab.viz.capture): run the module itself so every step is recorded; same numbers.
+            context, weights = attention(query, state.memory, state.memory, mask=state.mask)  # (B, 1, D), (B, 1, N)
+            context = context[:, 0]
+        else:  # the keys were projected once in _gru_state
+            scores = attention.score_projected(attention.W_q(query), state.keys)  # (B, 1, N)
+            weights = softmax_with_mask(scores, state.mask)  # (B, 1, N)
+            context = torch.bmm(weights, state.memory)[:, 0]  # (B, D)
         output, hidden = self.rnn(torch.cat([context, embedded], dim=-1).unsqueeze(1), state.hidden)  # (B, 1, D)
         deep = torch.tanh(self.deep_output(torch.cat([output[:, 0], context, embedded], dim=-1)))  # (B, D)
         logits = self.output(self.step_dropout(deep))  # (B, V)

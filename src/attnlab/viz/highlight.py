@@ -34,7 +34,7 @@ from attnlab.core.errors import ConfigError, DataError
 from attnlab.data.chinese import is_cjk
 from attnlab.viz import fonts
 from attnlab.viz.heatmap import FORMATS, save_figure
-from attnlab.viz.html import _asset, _csp_hash, json_for_script
+from attnlab.viz.html import PAGE_HEAD, _asset, _csp_hash, json_for_script
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -317,18 +317,7 @@ def _wrap(text: str, limit: float, width_of: Callable[[str], float]) -> list[str
 
 # ---------------------------------------------------------------------------------------------- HTML page
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{{CSP}}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="attnlab {{VERSION}}">
-<title>{{TITLE}}</title>
-<style>{{CSS}}</style>
-</head>
-<body>
-<header>
+_PAGE = PAGE_HEAD + """<header>
   <h1 id="title"></h1>
   <p class="help">Click an example or use the arrow keys to switch; hover a token for its exact weight.</p>
 </header>

@@ -34,6 +34,21 @@ log = logging.getLogger(__name__)
 _LARGE = 2_000_000  # weights; past this the page gets slow to load, so say so
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
+PAGE_HEAD = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{{CSP}}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="attnlab {{VERSION}}">
+<title>{{TITLE}}</title>
+<style>{{CSS}}</style>
+</head>
+<body>
+"""
+"""The start of every self-contained page attnlab writes (up to ``<body>``): ``{{CSP}}``, ``{{VERSION}}``,
+``{{TITLE}}`` (escaped by the caller) and ``{{CSS}}`` are filled in by each page's template."""
+
 
 def _asset(name: str) -> str:
     return resources.files("attnlab.viz").joinpath("assets", name).read_text(encoding="utf-8")

@@ -35,7 +35,7 @@ from attnlab.core.errors import ConfigError, DataError
 from attnlab.viz import fonts
 from attnlab.viz.analysis import _tensor, attention_rollout
 from attnlab.viz.heatmap import _new_figure, _wrap
-from attnlab.viz.html import _asset, _csp_hash, json_for_script
+from attnlab.viz.html import PAGE_HEAD, _asset, _csp_hash, json_for_script
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -435,18 +435,7 @@ def plot_caption_attention(image: Any, words: Sequence[str], maps: Any, *, patch
 
 # ---------------------------------------------------------------------------------------------- pages
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{{CSP}}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="attnlab {{VERSION}}">
-<title>{{TITLE}}</title>
-<style>{{CSS}}</style>
-</head>
-<body>
-<header>
+_PAGE = PAGE_HEAD + """<header>
   <h1 id="title"></h1>
   <div class="controls">{{CONTROLS}}
     <label>overlay <input id="opacity" type="range" min="0" max="1" step="0.05" value="0.6"></label>
