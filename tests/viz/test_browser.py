@@ -222,3 +222,153 @@ def test_viewer_in_headless_chromium(devtools: DevTools, tmp_path: Path) -> None
     assert devtools.js("window.__alerts") == []
     assert devtools.errors() == []
     assert [u for u in devtools.requests() if not u.startswith(("file:", "data:"))] == []
+
+
+# ------------------------------------------------------------------------------------- inline in a notebook
+
+
+def _session_call(tools: DevTools, session: str | None, method: str, **params: Any) -> dict[str, Any]:
+    """``tools.call`` addressed to an attached target's session (flat protocol) when ``session`` is given."""
+    if session is None:
+        return tools.call(method, **params)
+    tools.next_id += 1
+    tools.ws.send(json.dumps({"id": tools.next_id, "method": method, "params": params, "sessionId": session}))
+    while True:
+        msg = json.loads(tools.ws.recv())
+        if msg.get("id") == tools.next_id:
+            if "error" in msg:
+                raise RuntimeError(f"{method}: {msg['error']}")
+            return msg.get("result", {})
+        tools.events.append(msg)
+
+
+class _Frame:
+    """Evaluates JavaScript in one iframe: an isolated world of the page's own session when the frame shares the
+    page's process, else the session Chromium attached for it (sandboxed iframes may get a process of their own)."""
+
+    def __init__(self, tools: DevTools, session: str | None, context: int | None) -> None:
+        self.tools, self.session, self.context = tools, session, context
+
+    def js(self, expression: str) -> Any:
+        params: dict[str, Any] = {"expression": expression, "returnByValue": True}
+        if self.context is not None:
+            params["contextId"] = self.context
+        result = _session_call(self.tools, self.session, "Runtime.evaluate", **params)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"JS error in test expression: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        guarded = f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"
+        while not self.js(guarded):
+            if time.monotonic() > end:
+                raise TimeoutError(f"timed out waiting for {expression} in a frame")
+            time.sleep(0.05)
+
+
+def _frames_by_title(tools: DevTools) -> dict[str, _Frame]:
+    """Every child frame of the page that runs a script, keyed by its document's title."""
+    candidates = []
+    for child in tools.call("Page.getFrameTree")["frameTree"].get("childFrames", []):
+        try:
+            world = tools.call("Page.createIsolatedWorld", frameId=child["frame"]["id"], worldName="attnlab-test")
+        except RuntimeError:  # not in this process: reached through its own session below
+            continue
+        candidates.append(_Frame(tools, None, world["executionContextId"]))
+    for event in list(tools.events):
+        if event.get("method") == "Target.attachedToTarget" and event["params"]["targetInfo"]["type"] == "iframe":
+            candidates.append(_Frame(tools, event["params"]["sessionId"], None))
+    frames = {}
+    for frame in candidates:
+        try:
+            if frame.session is not None:  # report the frame's errors too (Runtime replays earlier ones)
+                for domain in ("Runtime", "Log"):
+                    _session_call(tools, frame.session, f"{domain}.enable")
+            frame.wait_for("document.readyState === 'complete'")
+            frames[frame.js("document.title")] = frame
+        except (RuntimeError, TimeoutError):  # a context that went away: the frame is found the other way
+            continue
+    return frames
+
+
+def _click_in_frame(tools: DevTools, index: int, frame: _Frame, selector: str) -> None:
+    """A real click (moved, pressed, released) on ``selector`` inside the ``index``-th iframe of the page."""
+    tools.js(f"document.querySelectorAll('iframe')[{index}].scrollIntoView({{block: 'start'}})")
+    origin = tools.js(f"(() => {{ const f = document.querySelectorAll('iframe')[{index}],"
+                      " r = f.getBoundingClientRect(); return [r.x + f.clientLeft, r.y + f.clientTop]; })()")
+    inner = frame.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                     " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+    x, y = origin[0] + inner[0], origin[1] + inner[1]
+    tools.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+    for kind in ("mousePressed", "mouseReleased"):
+        tools.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+
+def test_two_inline_bundles_in_one_page_work_independently(devtools: DevTools, tmp_path: Path) -> None:
+    from attnlab.viz.notebook import inline
+
+    maps = _maps()
+    zh = ["甲", "乙", "丙", "丁"]
+    known = torch.full((2, 4, 4), 0.1)  # (H, Tq, Tk): query i attends most to key (i + 1) % 4 in both heads
+    for i in range(4):
+        known[:, i, (i + 1) % 4] = 0.7
+    first = inline(maps, query_tokens=TGT, key_tokens=SRC, title="first", height=700)
+    second = inline(known, query_tokens=zh, title="second", lang="zh", height=700)
+    # A notebook's output area: the two bundles' text/html one after the other in one document.
+    bundles = [view._repr_mimebundle_()["text/html"] for view in (first, second)]
+    page = tmp_path / "notebook.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'><title>notebook</title></head><body>"
+                    + "".join(f"<div class='output'>{b}</div>" for b in bundles) + "</body></html>", encoding="utf-8")
+    _session_call(devtools, None, "Target.setAutoAttach", autoAttach=True, waitForDebuggerOnStart=False,
+                  flatten=True)
+    try:
+        devtools.call("Page.addScriptToEvaluateOnNewDocument",
+                      source="window.__alerts = []; window.alert = m => window.__alerts.push(String(m));")
+        devtools.call("Page.navigate", url=page.as_uri())
+        devtools.wait_for("document.readyState === 'complete' && document.querySelectorAll('iframe').length === 2")
+        end = time.monotonic() + 20
+        frames = _frames_by_title(devtools)
+        while set(frames) != {"first", "second"} and time.monotonic() < end:  # attached sessions may come late
+            time.sleep(0.2)
+            frames = _frames_by_title(devtools)
+        assert set(frames) == {"first", "second"}
+        for frame in frames.values():
+            frame.wait_for("document.documentElement.dataset.ready === '1'")
+        one, two = frames["first"], frames["second"]
+
+        # The notebook side: two wrappers with their own ids, the fallback pictures hidden where styles apply.
+        ids = devtools.js("Array.from(document.querySelectorAll('.attnlab-inline')).map(e => e.id)")
+        assert len(ids) == 2 and len(set(ids)) == 2
+        assert devtools.js("Array.from(document.querySelectorAll('.attnlab-fallback'))"
+                           ".map(e => getComputedStyle(e).display)") == ["none", "none"]
+        assert devtools.js("document.querySelectorAll('body > .output > .attnlab-inline > iframe').length") == 2
+        assert one.js("document.documentElement.lang") == "en" and two.js("document.documentElement.lang") == "zh-CN"
+        assert one.js("Array.from(document.querySelectorAll('#queries .tok')).map(e => e.textContent)") == SRC
+        assert two.js("document.getElementById('status').textContent") == "注意力：悬停或点击一个词元。"
+
+        # Pin a token in the first viewer: only the first reacts.
+        _click_in_frame(devtools, 0, one, "#queries .tok[data-index='1']")
+        one.wait_for("document.querySelector('#queries .tok.selected') !== null")
+        expected = maps.encoder_self[0, 0].mean(0)[1].tolist()  # layer 0, all heads (their mean), query 1
+        weights = one.js("Array.from(document.querySelectorAll('#keys .tok')).map(e => Number(e.dataset.weight))")
+        assert weights == pytest.approx(expected, abs=2e-4)
+        assert two.js("document.querySelectorAll('.tok.selected, .tok[data-weight]').length") == 0
+
+        # Then one in the second: it reacts in Chinese, and the first keeps its own pinned selection.
+        _click_in_frame(devtools, 1, two, "#queries .tok[data-index='2']")
+        two.wait_for("document.querySelector('#queries .tok.selected') !== null")
+        assert two.js("document.querySelector('#queries .tok.selected').dataset.index") == "2"
+        assert two.js("document.querySelector('#keys .tok.top').dataset.index") == "3"
+        status = two.js("document.getElementById('status').textContent")
+        assert status.startswith("查询\u201c丙\u201d最关注\u201c丁\u201d")
+        assert one.js("document.querySelector('#queries .tok.selected').dataset.index") == "1"
+        status = one.js("document.getElementById('status').textContent")
+        assert status.startswith(f"query \u201c{SRC[1]}\u201d attends most to") and status.endswith(" \u00b7 pinned")
+        assert one.js("document.querySelectorAll('img, iframe, [onerror]').length") == 0  # tokens stayed text
+
+        assert devtools.js("window.__alerts") == []
+        assert devtools.errors() == []
+        assert [u for u in devtools.requests() if not u.startswith(("file:", "data:", "about:"))] == []
+    finally:
+        _session_call(devtools, None, "Target.setAutoAttach", autoAttach=False, waitForDebuggerOnStart=False)

@@ -15,8 +15,8 @@ import sys
 from attnlab import __version__
 from attnlab.core.errors import AttnlabError, ExitCode
 
-# Subcommand modules, in the order shown by --help.
-COMMANDS = ("demo", "train", "predict", "translate", "evaluate", "average", "viz", "data", "trace")
+# Subcommands, in the order shown by --help; each lives in attnlab.cli.<name, "-" spelled "_">.
+COMMANDS = ("demo", "train", "predict", "translate", "evaluate", "average", "viz", "data", "trace", "explain-head")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        importlib.import_module(f"attnlab.cli.{name}").register(sub)
+        importlib.import_module(f"attnlab.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

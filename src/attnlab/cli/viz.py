@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attnlab.core.errors import CheckpointError, ConfigError
+from attnlab.viz.i18n import LANGS
 
 FIGURES = ("png", "svg", "pdf")
 
@@ -56,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         article = "an" if fmt == "svg" else "a"
         p.add_argument(f"--{fmt}", metavar="FILE", help=f"write {article} {fmt.upper()} heatmap to FILE")
     p.add_argument("--html", metavar="FILE", help="write the interactive viewer (one self-contained file)")
+    p.add_argument("--lang", choices=tuple(LANGS), default="en",
+                   help="language of the HTML page's interface: en (English) or zh (simplified Chinese); "
+                        "tokens and figures are unchanged (default: en)")
     p.add_argument("--kind", choices=("encoder", "decoder", "cross"), default=None,
                    help="which attention the figures show (default: cross-attention when the model has it)")
     p.add_argument("--layer", type=int, default=None, metavar="L",
@@ -114,7 +118,7 @@ def _draw(drawn: Drawn, args: argparse.Namespace, head: int | str | None) -> int
                            title=_short(title))
             print(f"wrote {getattr(args, fmt)}")
     if args.html:
-        write_html(drawn.maps, args.html, title=title)
+        write_html(drawn.maps, args.html, title=title, lang=args.lang)
         print(f"wrote {args.html}")
     return 0
 
@@ -142,10 +146,10 @@ def _draw_classifier(drawn: Drawn, args: argparse.Namespace, head: int | str | N
                                head=head, title=title)
                 print(f"wrote {_heads_path(getattr(args, fmt))}")
     if args.html:
-        write_highlight_html([hl], args.html, title=f"attnlab viz: {_short(args.text)}")
+        write_highlight_html([hl], args.html, title=f"attnlab viz: {_short(args.text)}", lang=args.lang)
         print(f"wrote {args.html}")
         if heads:
-            write_html(drawn.maps, _heads_path(args.html), title=title)
+            write_html(drawn.maps, _heads_path(args.html), title=title, lang=args.lang)
             print(f"wrote {_heads_path(args.html)}")
     return 0
 
@@ -181,7 +185,8 @@ def _draw_image(args: argparse.Namespace) -> int:
             print(f"wrote {getattr(args, fmt)}")
     if args.html:
         save_html(vit_attention_html(item.pixels, pred.attention, patch_size=predictor.patch_size, label=pred.label,
-                                     probabilities=pred.probabilities, title=f"attnlab viz: {title}"), args.html)
+                                     probabilities=pred.probabilities, title=f"attnlab viz: {title}",
+                                     lang=args.lang), args.html)
         print(f"wrote {args.html}")
     return 0
 
@@ -205,7 +210,7 @@ def _draw_caption(predictor: Any, item: Any, args: argparse.Namespace) -> int:
             print(f"wrote {getattr(args, fmt)}")
     if args.html:
         save_html(caption_attention_html(item.pixels, words, result.attention, patch_size=predictor.patch_size,
-                                         boxes=boxes, title=f"attnlab viz: {title}"), args.html)
+                                         boxes=boxes, title=f"attnlab viz: {title}", lang=args.lang), args.html)
         print(f"wrote {args.html}")
     return 0
 

@@ -4,6 +4,7 @@
 ...     model(inputs)
 >>> plot_attention(maps, path="attention.png")
 >>> write_html(maps, "attention.html")
+>>> show(maps)  # in Jupyter: the same viewer inline (or just end a cell with ``maps``)
 
 ``attnlab.viz.capture`` is the capture module; the context manager itself is ``attnlab.capture`` (or
 ``attnlab.viz.capture.capture``). Submodules are imported on first use, so ``import attnlab.viz`` stays
@@ -44,7 +45,19 @@ _EXPORTS = {
     "caption_attention_html": "attnlab.viz.image",
     "save_html": "attnlab.viz.image",
     "AttentionView": "attnlab.viz.views",
+    "AttentionSteps": "attnlab.viz.explain_head",
+    "HeadExplanation": "attnlab.viz.explain_head",
+    "explain_attention": "attnlab.viz.explain_head",
+    "explain_head": "attnlab.viz.explain_head",
+    "explain_head_html": "attnlab.viz.explain_head",
+    "format_table": "attnlab.viz.explain_head",
+    "write_explain_head_html": "attnlab.viz.explain_head",
     "as_views": "attnlab.viz.views",
+    "show": "attnlab.viz.notebook",
+    "inline": "attnlab.viz.notebook",
+    "inline_vit": "attnlab.viz.notebook",
+    "inline_caption": "attnlab.viz.notebook",
+    "InlineView": "attnlab.viz.notebook",
 }
 
 __all__ = sorted(_EXPORTS)

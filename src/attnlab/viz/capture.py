@@ -167,6 +167,14 @@ class CaptureResult(Sequence[AttentionRecord]):
         parts = [f"{r.name} [{r.kind}] {tuple(r.weights.shape)}" for r in self.layers()]
         return f"CaptureResult({len(parts)} layers" + ("".join(f"\n  {p}" for p in parts)) + ")"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any] | None:
+        """Shown in Jupyter as the interactive viewer (see :mod:`attnlab.viz.notebook`); empty, as its repr."""
+        if not self.calls:
+            return None
+        from attnlab.viz.notebook import inline
+
+        return inline(self)._repr_mimebundle_(include, exclude)
+
 
 def _merge_calls(name: str, recs: list[AttentionRecord]) -> AttentionRecord:
     """The last pass of one module: its step-wise calls concatenated along ``Tq``, ``Tk`` zero-padded.

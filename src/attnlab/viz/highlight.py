@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,9 @@ import torch
 
 from attnlab.core.errors import ConfigError, DataError
 from attnlab.data.chinese import is_cjk
-from attnlab.viz import fonts
+from attnlab.viz import fonts, i18n
 from attnlab.viz.heatmap import FORMATS, save_figure
-from attnlab.viz.html import PAGE_HEAD, _asset, _csp_hash, json_for_script
+from attnlab.viz.html import PAGE_HEAD, _asset, _csp_hash, fill_page, json_for_script
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -104,6 +103,12 @@ class Highlight:
     def max_weight(self) -> float:
         """The largest weight: the colour scale's top for this example."""
         return max(self.weights)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Shown in Jupyter as the highlight page (see :mod:`attnlab.viz.notebook`)."""
+        from attnlab.viz.notebook import inline
+
+        return inline(self)._repr_mimebundle_(include, exclude)
 
 
 def _check_weights(weights: Any, num_tokens: int) -> list[float]:
@@ -319,20 +324,21 @@ def _wrap(text: str, limit: float, width_of: Callable[[str], float]) -> list[str
 
 _PAGE = PAGE_HEAD + """<header>
   <h1 id="title"></h1>
-  <p class="help">Click an example or use the arrow keys to switch; hover a token for its exact weight.</p>
+  <p class="help">{{help}}</p>
 </header>
 <main>
-  <nav aria-label="examples"><ol id="list"></ol></nav>
+  <nav aria-label="{{examplesAria}}"><ol id="list"></ol></nav>
   <section id="example" aria-live="polite">
     <h2 id="ex-title"></h2>
-    <p class="verdict">predicted <b id="pred-label"></b> <span id="pred-prob"></span>
-      <span id="true-wrap">&middot; true <b id="true-label"></b> <span id="mark"></span></span></p>
+    <p class="verdict">{{predicted}} <b id="pred-label"></b> <span id="pred-prob"></span>
+      <span id="true-wrap">&middot; {{trueLabel}} <b id="true-label"></b> <span id="mark"></span></span></p>
     <div id="tokens" class="tokens"></div>
-    <div class="legend"><span>weight 0</span><span id="bar" class="bar"></span><span id="vmax"></span>
-      <span class="note">(colours scaled to this example's largest weight)</span></div>
-    <table id="top"><caption>top tokens by weight</caption>
-      <thead><tr><th>#</th><th>token</th><th>position</th><th>weight</th></tr></thead><tbody></tbody></table>
-    <div id="text-wrap"><h3>text</h3><p id="text" class="text"></p></div>
+    <div class="legend"><span>{{weightZero}}</span><span id="bar" class="bar"></span><span id="vmax"></span>
+      <span class="note">{{scaleNote}}</span></div>
+    <table id="top"><caption>{{topCaption}}</caption>
+      <thead><tr><th>#</th><th>{{colToken}}</th><th>{{colPosition}}</th><th>{{colWeight}}</th></tr></thead>
+      <tbody></tbody></table>
+    <div id="text-wrap"><h3>{{textHeading}}</h3><p id="text" class="text"></p></div>
   </section>
 </main>
 <script type="application/json" id="attnlab-highlight-data">{{DATA}}</script>
@@ -348,24 +354,25 @@ def _example_data(item: Highlight, decimals: int) -> dict[str, Any]:
             "trueLabel": item.true_label, "title": item.title, "text": item.text}
 
 
-def highlight_html(examples: Highlight | Sequence[Highlight], *, title: str = "attention highlights",
-                   decimals: int = 6) -> str:
+def highlight_html(examples: Highlight | Sequence[Highlight], *, title: str | None = None, decimals: int = 6,
+                   lang: str = "en") -> str:
     """The highlight page as a string; arguments as for :func:`write_highlight_html`."""
     from attnlab import __version__
 
+    ui = i18n.strings("highlight", lang)
+    title = ui["title"] if title is None else str(title)
     items = _as_examples(examples)
-    payload = {"title": str(title), "examples": [_example_data(item, decimals) for item in items]}
+    payload = {"title": title, "examples": [_example_data(item, decimals) for item in items], "ui": ui}
     css, js = _asset("highlight.css"), _asset("highlight.js")
     csp = (f"default-src 'none'; script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; base-uri 'none'; "
            "form-action 'none'")
-    fields = {"CSP": csp, "VERSION": html.escape(__version__), "TITLE": html.escape(str(title)), "CSS": css,
-              "JS": js, "DATA": json_for_script(payload)}
-    # One pass over the template: inserted text is never scanned for placeholders again.
-    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: fields[m.group(1)], _PAGE)
+    fields = {"LANG": i18n.html_lang(lang), "CSP": csp, "VERSION": html.escape(__version__),
+              "TITLE": html.escape(title), "CSS": css, "JS": js, "DATA": json_for_script(payload)}
+    return fill_page(_PAGE, fields, ui)
 
 
-def write_highlight_html(examples: Highlight | Sequence[Highlight], path: str | Path, *,
-                         title: str = "attention highlights", decimals: int = 6) -> Path:
+def write_highlight_html(examples: Highlight | Sequence[Highlight], path: str | Path, *, title: str | None = None,
+                         decimals: int = 6, lang: str = "en") -> Path:
     """Write one self-contained page showing many highlighted examples (UTF-8, no network access).
 
     The page lists the examples (title or start of the text, prediction, and a check or cross against the
@@ -377,13 +384,15 @@ def write_highlight_html(examples: Highlight | Sequence[Highlight], path: str | 
     Args:
         examples: one :class:`Highlight` or a list of them.
         path: the ``.html`` file to write (parent folders are created).
-        title: shown at the top of the page and in the browser tab.
+        title: shown at the top of the page and in the browser tab; by default "attention highlights" in ``lang``.
         decimals: weights are rounded to this many decimals to keep the file small.
+        lang: the language of the page's interface, ``"en"`` or ``"zh"`` (simplified Chinese); tokens, labels
+            and texts are shown as given.
 
     Returns:
         the path written.
     """
-    page = highlight_html(examples, title=title, decimals=decimals)
+    page = highlight_html(examples, title=title, decimals=decimals, lang=lang)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(page, encoding="utf-8")

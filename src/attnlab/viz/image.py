@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from attnlab.core.errors import ConfigError, DataError
-from attnlab.viz import fonts
+from attnlab.viz import fonts, i18n
 from attnlab.viz.analysis import _tensor, attention_rollout
 from attnlab.viz.heatmap import _new_figure, _wrap
-from attnlab.viz.html import PAGE_HEAD, _asset, _csp_hash, json_for_script
+from attnlab.viz.html import PAGE_HEAD, _asset, _csp_hash, fill_page, json_for_script
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -438,18 +438,18 @@ def plot_caption_attention(image: Any, words: Sequence[str], maps: Any, *, patch
 _PAGE = PAGE_HEAD + """<header>
   <h1 id="title"></h1>
   <div class="controls">{{CONTROLS}}
-    <label>overlay <input id="opacity" type="range" min="0" max="1" step="0.05" value="0.6"></label>
+    <label>{{overlay}} <input id="opacity" type="range" min="0" max="1" step="0.05" value="0.6"></label>
   </div>
   <p class="help">{{HELP}}</p>
 </header>
 <main>
   <figure>
-    <div id="stage" class="stage"><img id="image" alt="the input image"><canvas id="overlay"></canvas>
+    <div id="stage" class="stage"><img id="image" alt="{{imageAlt}}"><canvas id="overlay"></canvas>
       <div id="box" class="box" hidden></div><div id="cursor" class="cursor" hidden></div></div>
     <figcaption>
       <p id="status" class="status" aria-live="polite"></p>
       <div class="legend"><span>0</span><span id="bar" class="bar"></span><span id="vmax"></span>
-        <span class="note">(colours scaled to the largest weight shown)</span></div>
+        <span class="note">{{scaleNote}}</span></div>
     </figcaption>
   </figure>
   <section class="side">{{SIDE}}</section>
@@ -460,21 +460,25 @@ _PAGE = PAGE_HEAD + """<header>
 </html>
 """
 
-_VIT = {
-    "CONTROLS": '\n    <label>layer <select id="layer"></select></label>'
-                '\n    <label>head <select id="head"></select></label>',
-    "HELP": "By default: where the class token looks. Hover a patch: what attends to it (its column, over the "
-            "patch queries); click to switch to where that patch looks (its row) and back.",
-    "SIDE": '<p class="verdict" id="verdict">predicted <b id="pred-label"></b> <span id="pred-prob"></span></p>'
-            '\n    <table id="probs"><caption>class probabilities</caption>'
-            '<thead><tr><th>class</th><th>p</th></tr></thead><tbody></tbody></table>',
+# Each kind's parts of the page: constant markup whose {{camelCase}} placeholders are interface strings.
+_PARTS = {
+    "vit": {
+        "CONTROLS": '\n    <label>{{layer}} <select id="layer"></select></label>'
+                    '\n    <label>{{head}} <select id="head"></select></label>',
+        "HELP": "{{vitHelp}}",
+        "SIDE": '<p class="verdict" id="verdict">{{predicted}} <b id="pred-label"></b> <span id="pred-prob"></span>'
+                '</p>\n    <table id="probs"><caption>{{classProbs}}</caption>'
+                '<thead><tr><th>{{colClass}}</th><th>{{colP}}</th></tr></thead><tbody></tbody></table>',
+    },
+    "caption": {
+        "CONTROLS": '\n    <button id="play" type="button">{{play}}</button>',
+        "HELP": "{{captionHelp}}",
+        "SIDE": '<h2>{{captionHeading}}</h2><p id="words" class="words"></p>',
+    },
 }
-_CAPTION = {
-    "CONTROLS": '\n    <button id="play" type="button">play</button>',
-    "HELP": "Click a word, press \u2190 / \u2192 or play to step through the caption; the outline is the word's "
-            "box when known.",
-    "SIDE": '<h2>caption</h2><p id="words" class="words"></p>',
-}
+# The template of each kind's page: its parts put in first (they hold no data), then filled in one pass.
+_TEMPLATES = {kind: re.sub(r"\{\{(CONTROLS|HELP|SIDE)\}\}", lambda m, p=parts: p[m.group(1)], _PAGE)
+              for kind, parts in _PARTS.items()}
 
 
 def _png_base64(pixels: np.ndarray) -> str:
@@ -490,7 +494,7 @@ def _rounded(x: np.ndarray | torch.Tensor, decimals: int = 4) -> list[Any]:
     return np.round(np.asarray(x, dtype=np.float64), decimals).tolist()
 
 
-def _page(kind: str, payload: dict[str, Any], parts: dict[str, str]) -> str:
+def _page(kind: str, payload: dict[str, Any], ui: dict[str, str], lang: str) -> str:
     from attnlab import __version__
 
     size = payload.pop("size")
@@ -499,10 +503,10 @@ def _page(kind: str, payload: dict[str, Any], parts: dict[str, str]) -> str:
     css, js = _asset("image.css"), _asset("image.js")
     csp = (f"default-src 'none'; script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; img-src data:; "
            "base-uri 'none'; form-action 'none'")
-    fields = {"CSP": csp, "VERSION": html.escape(__version__), "TITLE": html.escape(payload["title"]), "CSS": css,
-              "JS": js, "DATA": json_for_script({"kind": kind, **payload}), **parts}
-    # One pass over the template: inserted text is never scanned for placeholders again.
-    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: fields[m.group(1)], _PAGE)
+    fields = {"LANG": i18n.html_lang(lang), "CSP": csp, "VERSION": html.escape(__version__),
+              "TITLE": html.escape(payload["title"]), "CSS": css, "JS": js,
+              "DATA": json_for_script({"kind": kind, **payload, "ui": ui})}
+    return fill_page(_TEMPLATES[kind], fields, ui)
 
 
 def _image_payload(pixels: np.ndarray, patch_size: int, title: str) -> dict[str, Any]:
@@ -512,7 +516,8 @@ def _image_payload(pixels: np.ndarray, patch_size: int, title: str) -> dict[str,
 
 
 def vit_attention_html(image: Any, attention: Any, *, patch_size: int, label: str | None = None,
-                       probabilities: Mapping[str, float] | None = None, title: str | None = None) -> str:
+                       probabilities: Mapping[str, float] | None = None, title: str | None = None,
+                       lang: str = "en") -> str:
     """One self-contained page to explore a ViT's attention over the image it classified.
 
     The image is drawn large with the attention on top. Selectors pick the layer and the head (each head,
@@ -529,11 +534,13 @@ def vit_attention_html(image: Any, attention: Any, *, patch_size: int, label: st
         patch_size: ``P``.
         label: the predicted label; by default the most probable class in ``probabilities``.
         probabilities: each class's probability.
-        title: the page's heading and tab title.
+        title: the page's heading and tab title; by default "ViT attention" in ``lang``.
+        lang: the language of the page's interface, ``"en"`` or ``"zh"`` (simplified Chinese).
 
     Returns:
         the page; write it with :func:`save_html`.
     """
+    ui = i18n.strings("image", lang)
     pixels = to_display(image)
     size = _check_patch_size(patch_size)
     w = _self_attention(attention, _image_grid(pixels, size))  # (L, H, N + 1, N + 1)
@@ -549,16 +556,16 @@ def vit_attention_html(image: Any, attention: Any, *, patch_size: int, label: st
         label = probs[0][0]
     probability = dict(probs).get(label) if label is not None else None
     rollout = attention_rollout(w)  # (N + 1, N + 1)
-    payload = {**_image_payload(pixels, size, title if title is not None else "ViT attention"),
+    payload = {**_image_payload(pixels, size, title if title is not None else ui["vitTitle"]),
                "layers": w.shape[0], "heads": w.shape[1], "weights": _rounded(w), "rollout": _rounded(rollout),
                "label": label, "probability": probability, "probabilities": probs,
                "size": w.numel() + rollout.numel()}
-    return _page("vit", payload, _VIT)
+    return _page("vit", payload, ui, lang)
 
 
 def caption_attention_html(image: Any, words: Sequence[str], maps: Any, *, patch_size: int,
                            boxes: Sequence[tuple[int, int, int, int] | None] | None = None,
-                           title: str | None = None) -> str:
+                           title: str | None = None, lang: str = "en") -> str:
     """One self-contained page that steps through a generated caption, word by word, over the image.
 
     The caption's words are buttons; clicking one, pressing ``←``/``→`` (``Home``/``End``) or the play button
@@ -571,21 +578,23 @@ def caption_attention_html(image: Any, words: Sequence[str], maps: Any, *, patch
         maps: ``(T, N)`` or ``(T, gh, gw)``, as for :func:`plot_caption_attention`.
         patch_size: ``P``.
         boxes: one ``(top, left, bottom, right)`` box in pixels (bottom, right exclusive) or ``None`` per word.
-        title: the page's heading and tab title.
+        title: the page's heading and tab title; by default "caption attention" in ``lang``.
+        lang: the language of the page's interface, ``"en"`` or ``"zh"`` (simplified Chinese).
 
     Returns:
         the page; write it with :func:`save_html`.
     """
+    ui = i18n.strings("image", lang)
     pixels = to_display(image)
     size = _check_patch_size(patch_size)
     words = _check_words(words)
     steps = _step_maps(maps, len(words), _image_grid(pixels, size))  # (T, gh, gw)
     box_list = _check_boxes(boxes, len(words), pixels.shape[:2])
     title = _check_text(title, "title")
-    payload = {**_image_payload(pixels, size, title if title is not None else "caption attention"),
+    payload = {**_image_payload(pixels, size, title if title is not None else ui["captionTitle"]),
                "words": words, "maps": _rounded(steps.reshape(len(words), -1)),  # (T, N)
                "boxes": [None if b is None else list(b) for b in box_list], "size": steps.size}
-    return _page("caption", payload, _CAPTION)
+    return _page("caption", payload, ui, lang)
 
 
 def save_html(html: str, path: str | Path) -> Path:

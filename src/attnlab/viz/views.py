@@ -1,8 +1,8 @@
 """Turn whatever holds attention weights into labelled ``(L, H, Tq, Tk)`` views for plotting and the viewer.
 
 Accepted inputs: a tensor or array ``(Tq, Tk)``, ``(H, Tq, Tk)``, ``(L, H, Tq, Tk)`` or ``(L, B, H, Tq, Tk)``;
-an :class:`~attnlab.viz.capture.AttentionRecord`; a :class:`~attnlab.viz.capture.CaptureResult`; or an
-:class:`attnlab.models.base.AttentionMaps`.
+an :class:`~attnlab.viz.capture.AttentionRecord`; a :class:`~attnlab.viz.capture.CaptureResult`; an
+:class:`attnlab.models.base.AttentionMaps`; or :class:`AttentionView` itself (one, or a list of them).
 
 Token convention for inputs with several kinds of attention: ``key_tokens`` are the source tokens (encoder
 self-attention, cross-attention keys), ``query_tokens`` the target tokens (decoder self-attention,
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from attnlab.core.errors import ConfigError, DataError
+from attnlab.viz.i18n import KIND_TITLES
 
-TITLES = {"encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention",
-          "self": "self-attention", "attention": "attention"}
+TITLES = KIND_TITLES["en"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,12 @@ class AttentionView:
     @property
     def num_heads(self) -> int:
         return self.weights.shape[1]
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Shown in Jupyter as the interactive viewer (see :mod:`attnlab.viz.notebook`)."""
+        from attnlab.viz.notebook import inline
+
+        return inline(self)._repr_mimebundle_(include, exclude)
 
 
 def _tensor(x: Any) -> torch.Tensor:
@@ -102,6 +108,17 @@ def as_views(weights: Any, *, query_tokens: Sequence[str] | None = None, key_tok
 
     if isinstance(weights, CaptureResult):
         return _capture_views(weights, query_tokens, key_tokens, batch)
+    if isinstance(weights, AttentionView) or (isinstance(weights, list | tuple) and weights
+                                              and all(isinstance(v, AttentionView) for v in weights)):
+        views = [weights] if isinstance(weights, AttentionView) else list(weights)
+        if query_tokens is None and key_tokens is None:
+            return views
+        relabelled = []
+        for v in views:  # given tokens replace the labels of their axis, checked and cropped as for any input
+            q = v.query_tokens if query_tokens is None else query_tokens
+            w, q, k = _fit(v.weights, q, v.key_tokens if key_tokens is None else key_tokens, v.title)
+            relabelled.append(AttentionView(v.kind, w, q, k, v.layer_names, v.head_names))
+        return relabelled
     if isinstance(weights, AttentionRecord):
         w = _batch_row(weights.weights.unsqueeze(0), batch, weights.name)
         q = query_tokens if query_tokens is not None else weights.query_tokens

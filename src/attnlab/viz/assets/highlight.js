@@ -17,6 +17,11 @@
     return node;
   }
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+  // An interface string in the page's language, its {0}, {1}... replaced by the arguments (in one pass).
+  function tr(key) {
+    var args = Array.prototype.slice.call(arguments, 1);
+    return data.ui[key].replace(/\{(\d+)\}/g, function (_, i) { return String(args[Number(i)]); });
+  }
 
   // Colour of a share of the example's largest weight, t in [0, 1], interpolated between the Blues stops.
   function colour(t) {
@@ -65,7 +70,7 @@
       span.dataset.weight = String(w);
       span.style.backgroundColor = colour(share);
       if (share > 0.55) { span.classList.add("dark"); }
-      span.title = "weight " + w + " \u00b7 " + Math.round(100 * share) + "% of the largest \u00b7 position " + i;
+      span.title = tr("tokenTitle", w, Math.round(100 * share), i);
       box.appendChild(span);
     });
   }
@@ -91,8 +96,7 @@
       button.classList.toggle("selected", i === state.index);
       button.setAttribute("aria-current", i === state.index ? "true" : "false");
     });
-    byId("ex-title").textContent = ex.title !== null ? ex.title :
-      "example " + (state.index + 1) + " of " + data.examples.length;
+    byId("ex-title").textContent = ex.title !== null ? ex.title : tr("exampleN", state.index + 1, data.examples.length);
     byId("pred-label").textContent = ex.label;
     byId("pred-prob").textContent = "(p = " + ex.probability.toFixed(3) + ")";
     byId("true-wrap").hidden = ex.trueLabel === null;

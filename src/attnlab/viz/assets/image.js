@@ -25,7 +25,12 @@
     var i = Math.min(Math.floor(x), INFERNO.length - 2), f = x - i, a = INFERNO[i], b = INFERNO[i + 1];
     return [0, 1, 2].map(function (k) { return Math.round(a[k] + f * (b[k] - a[k])); });
   }
-  function patchName(p) { return "patch " + p + " (row " + Math.floor(p / gw) + ", column " + (p % gw) + ")"; }
+  // An interface string in the page's language, its {0}, {1}... replaced by the arguments (in one pass).
+  function tr(key) {
+    var args = Array.prototype.slice.call(arguments, 1);
+    return data.ui[key].replace(/\{(\d+)\}/g, function (_, i) { return String(args[Number(i)]); });
+  }
+  function patchName(p) { return tr("patchName", p, Math.floor(p / gw), p % gw); }
 
   // One canvas pixel per patch, stretched over the image: patch k is pixel (k % gw, k // gw).
   function draw(values) {
@@ -73,15 +78,13 @@
     var top = draw(values), text;
     stage.dataset.mode = p === null ? "cls" : state.mode;
     if (p === null) {
-      text = "class token: where it looks (row 0); hover a patch to see what attends to it";
-    } else if (state.mode === "to") {
-      text = patchName(p) + ": what attends to it (its column, over the patch queries); click: where it looks";
+      text = tr("clsIdle");
     } else {
-      text = patchName(p) + ": where it looks (its row); click: what attends to it";
+      text = tr(state.mode === "to" ? "patchTo" : "patchFrom", patchName(p));
     }
-    var which = state.head === "rollout" ? "rollout over all layers" :
-      "layer " + state.layer + ", " + (state.head === "mean" ? "mean over heads" : "head " + state.head);
-    byId("status").textContent = text + " \u00b7 " + which + " \u00b7 largest: patch " + top;
+    var which = state.head === "rollout" ? tr("rolloutAll") :
+      tr("layerHead", state.layer, state.head === "mean" ? tr("meanHeads") : tr("headN", state.head));
+    byId("status").textContent = tr("statusVit", text, which, top);
     showCursor();
   }
   function option(select, value, text) {
@@ -91,10 +94,10 @@
   }
   function buildVit() {
     var layer = byId("layer"), head = byId("head"), i;
-    for (i = 0; i < data.layers; i++) { option(layer, String(i), "layer " + i); }
-    for (i = 0; i < data.heads; i++) { option(head, String(i), "head " + i); }
-    option(head, "mean", "mean");
-    option(head, "rollout", "rollout");
+    for (i = 0; i < data.layers; i++) { option(layer, String(i), tr("layerN", i)); }
+    for (i = 0; i < data.heads; i++) { option(head, String(i), tr("headN", i)); }
+    option(head, "mean", tr("optMean"));
+    option(head, "rollout", tr("optRollout"));
     state.layer = data.layers - 1;
     layer.value = String(state.layer);
     head.value = state.head;
@@ -117,7 +120,7 @@
       body.appendChild(row);
     });
     if (data.probabilities.length > 10) {
-      var more = el("tr"), cell = el("td", "note", "\u2026 " + (data.probabilities.length - 10) + " more");
+      var more = el("tr"), cell = el("td", "note", tr("more", data.probabilities.length - 10));
       cell.colSpan = 2;
       more.appendChild(cell);
       body.appendChild(more);
@@ -126,28 +129,28 @@
 
   // -------------------------------------------------------------------------------------- caption page
   function showCaption() {
-    var t = state.step, box = data.boxes[t], values = data.maps[t];
+    var step = state.step, box = data.boxes[step], values = data.maps[step];
     draw(values);
-    stage.dataset.step = String(t);
+    stage.dataset.step = String(step);
     wordButtons.forEach(function (button, i) {
-      button.classList.toggle("selected", i === t);
-      button.setAttribute("aria-current", i === t ? "true" : "false");
+      button.classList.toggle("selected", i === step);
+      button.setAttribute("aria-current", i === step ? "true" : "false");
     });
     byId("box").hidden = box === null;
     if (box !== null) { place(byId("box"), box[0], box[1], box[2], box[3]); }
-    var text = "word " + (t + 1) + " of " + data.words.length + ": \u201c" + data.words[t] + "\u201d";
-    if (box !== null) { text += " \u00b7 box (top, left, bottom, right) = (" + box.join(", ") + ")"; }
-    if (state.patch !== null) { text += " \u00b7 " + patchName(state.patch) + ": weight " + values[state.patch]; }
+    var text = tr("wordStep", step + 1, data.words.length, data.words[step]);
+    if (box !== null) { text += tr("boxNote", box.join(", ")); }
+    if (state.patch !== null) { text += tr("patchWeight", patchName(state.patch), values[state.patch]); }
     byId("status").textContent = text;
     showCursor();
   }
-  function go(t) {
-    state.step = Math.max(0, Math.min(data.words.length - 1, t));
+  function go(step) {
+    state.step = Math.max(0, Math.min(data.words.length - 1, step));
     showCaption();
   }
   function stop() {
     if (state.timer !== null) { clearInterval(state.timer); state.timer = null; }
-    byId("play").textContent = "play";
+    byId("play").textContent = tr("play");
   }
   function buildCaption() {
     var box = byId("words");
@@ -163,7 +166,7 @@
     byId("play").addEventListener("click", function () {
       if (state.timer !== null) { stop(); return; }
       if (state.step === data.words.length - 1) { go(0); }
-      byId("play").textContent = "pause";
+      byId("play").textContent = tr("pause");
       state.timer = setInterval(function () {
         if (state.step >= data.words.length - 1) { stop(); } else { go(state.step + 1); }
       }, 900);

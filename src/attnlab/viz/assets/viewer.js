@@ -15,6 +15,11 @@
   }
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
   function view() { return data.views[state.view]; }
+  // An interface string in the page's language, its {0}, {1}... replaced by the arguments (in one pass).
+  function tr(key) {
+    var args = Array.prototype.slice.call(arguments, 1);
+    return data.ui[key].replace(/\{(\d+)\}/g, function (_, i) { return String(args[Number(i)]); });
+  }
   function shown(token) { return token === "" ? "\u2205" : token; }
   function headHue(h, count) { return Math.round((360 * h) / Math.max(count, 1)); }
 
@@ -46,7 +51,7 @@
     fillSelect(byId("view"), data.views.map(function (w, i) { return [i, w.title]; }), state.view);
     fillSelect(byId("layer"), v.layerNames.map(function (name, i) { return [i, name]; }), state.layer);
     var heads = v.headNames.map(function (name, i) { return [i, name]; });
-    if (heads.length > 1) { heads.unshift(["all", "all heads (overlay)"]); }
+    if (heads.length > 1) { heads.unshift(["all", tr("allHeads")]); }
     fillSelect(byId("head"), heads, state.head);
   }
 
@@ -57,7 +62,7 @@
       chip.type = "button";
       chip.dataset.side = side;
       chip.dataset.index = String(index);
-      chip.title = side === "q" ? "query " + index : "key " + index;
+      chip.title = tr(side === "q" ? "queryN" : "keyN", index);
       if (state.head === "all" && view().headNames.length > 1) {
         var stripes = el("span", "stripes");
         view().headNames.forEach(function () { stripes.appendChild(el("span")); });
@@ -118,15 +123,15 @@
         return c;
       });
     });
-    var headText = state.head === "all" ? "mean over heads" : v.headNames[state.head];
-    byId("matrix-title").textContent = "matrix \u00b7 " + v.layerNames[state.layer] + " \u00b7 " + headText;
+    var headText = state.head === "all" ? tr("meanHeads") : v.headNames[state.head];
+    byId("matrix-title").textContent = tr("matrixTitle", v.layerNames[state.layer], headText);
   }
 
   function render() {
     var v = view();
     byId("title").textContent = data.title;
-    byId("q-label").textContent = v.kind === "cross" ? "queries (target)" : "queries";
-    byId("k-label").textContent = v.kind === "cross" ? "keys (source)" : "keys";
+    byId("q-label").textContent = tr(v.kind === "cross" ? "queriesTarget" : "queries");
+    byId("k-label").textContent = tr(v.kind === "cross" ? "keysSource" : "keys");
     buildControls();
     nodes.q = tokenRow(byId("queries"), v.queryTokens, "q");
     nodes.k = tokenRow(byId("keys"), v.keyTokens, "k");
@@ -153,7 +158,7 @@
     var sel = state.hover || state.pinned, v = view();
     var status = byId("status");
     if (!sel) {
-      status.textContent = v.title + ": hover or click a token.";
+      status.textContent = tr("idle", v.title);
       return;
     }
     var m = matrix(), fromQuery = sel.side === "q";
@@ -193,9 +198,8 @@
       nodes.cells.forEach(function (row) { row[sel.index].classList.add("hl"); });
     }
     var tokens = fromQuery ? v.queryTokens : v.keyTokens, others = fromQuery ? v.keyTokens : v.queryTokens;
-    status.textContent = (fromQuery ? "query \u201c" : "key \u201c") + shown(tokens[sel.index]) +
-      (fromQuery ? "\u201d attends most to \u201c" : "\u201d is attended most by \u201c") + shown(others[best]) +
-      "\u201d (" + max.toFixed(3) + ")" + (state.pinned ? " \u00b7 pinned" : "");
+    status.textContent = tr(fromQuery ? "queryMost" : "keyMost", shown(tokens[sel.index]), shown(others[best]),
+      max.toFixed(3)) + (state.pinned ? tr("pinned") : "");
   }
 
   function target(event) {
@@ -230,8 +234,8 @@
     var c = event.target;
     if (c.classList && c.classList.contains("cell")) {
       var v = view(), i = Number(c.dataset.q), j = Number(c.dataset.k);
-      byId("status").textContent = "\u201c" + shown(v.queryTokens[i]) + "\u201d \u2192 \u201c" +
-        shown(v.keyTokens[j]) + "\u201d: " + Number(c.dataset.w).toFixed(3);
+      byId("status").textContent = tr("cell", shown(v.queryTokens[i]), shown(v.keyTokens[j]),
+        Number(c.dataset.w).toFixed(3));
     }
   });
   document.addEventListener("keydown", function (event) {
