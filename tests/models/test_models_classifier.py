@@ -145,3 +145,32 @@ def test_vit_learns_quadrant_rule() -> None:
     with torch.no_grad():
         accuracy = (vit(images).logits.argmax(-1) == labels).float().mean()
     assert accuracy > 0.9
+
+
+def test_pooling_queries_word_dropout_and_bigrams() -> None:
+    """Q pooling queries feed the classifier side by side; word dropout is training-only; bigram buckets make
+    the representation depend on word order even for a bag-like reader."""
+    from attnlab.models.classifier import bigram_ids, word_dropout
+
+    torch.manual_seed(0)
+    cfg = RNNClassifierConfig(hidden_size=8, embed_dim=8, dropout=0.0, pooling_queries=3, bigram_buckets=97,
+                              word_dropout=0.5)
+    model = RNNAttentionClassifier(cfg, 12)
+    assert model.classifier.in_features == 3 * 16
+    tokens, lens = padded_batch([6, 2, 4], 12, generator=torch.Generator().manual_seed(1))
+    out = model.eval()(tokens, need_weights=True)
+    assert out.pooling.shape == (3, 3, 6)
+    torch.testing.assert_close(model(tokens).logits, out.logits)  # eval: word dropout off, deterministic
+    model.train()
+    a, b = model(tokens).logits, model(tokens).logits
+    assert not torch.allclose(a, b)  # train: tokens are dropped at random
+    # word dropout zeroes whole tokens and rescales the rest
+    x = torch.ones(4, 50, 3)
+    dropped = word_dropout(x, 0.5, training=True)
+    assert set(dropped.unique().tolist()) <= {0.0, 2.0} and (dropped[..., 0] == dropped[..., 2]).all()
+    assert word_dropout(x, 0.5, training=False) is x
+    ids = bigram_ids(torch.tensor([[3, 5, 7], [5, 3, 7]]), 97)
+    assert ids.min() >= 0 and ids.max() < 97
+    assert ids[0, 1] != ids[1, 1]  # (3, 5) and (5, 3) are different bigrams
+    with pytest.raises(Exception, match="bigram_buckets"):
+        RNNClassifierConfig(bigram_buckets=-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,3 +157,97 @@ def test_gradients_reach_every_parameter() -> None:
     model(src, lens, tgt).logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []
+
+
+# ------------------------------------------------------------------------------------------ pointer-generator
+def _copy_model(seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(TransformerConfig(**SMALL, share_embeddings=True, copy=True), SRC_V, SRC_V).eval()
+
+
+def _copy_oracle(model: Transformer, src: torch.Tensor, lens: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """The pointer-generator distribution written out position by position, in float64 (See et al. 2017, eq. 9)."""
+    memory, _ = model._encode(src, lens, need_weights=False)
+    hidden, _ = model._decode(tgt, memory, lens)
+    out = torch.zeros(*tgt.shape, SRC_V, dtype=torch.float64)
+    for b in range(src.shape[0]):
+        n = int(lens[b])
+        keys = model.copy_key(memory[b, :n]).double()  # (n, D)
+        for t in range(tgt.shape[1]):
+            h = hidden[b, t].double()
+            attn = torch.softmax(keys @ model.copy_query(hidden[b, t]).double() / math.sqrt(h.shape[0]), dim=0)
+            context = attn @ memory[b, :n].double()
+            gate = torch.sigmoid(model.copy_gate(torch.cat([hidden[b, t], context.float()])).double())
+            vocab = torch.softmax(model.output(hidden[b, t]).double(), dim=0)
+            for i in range(n):  # every copy of a token adds its weight
+                out[b, t, src[b, i]] += (1 - gate[0]) * attn[i]
+            out[b, t] += gate[0] * vocab
+    return out
+
+
+def test_copy_output_is_the_pointer_generator_mixture() -> None:
+    model = _copy_model()
+    src, lens, tgt = _batch(6, [7, 4], 5)
+    tgt = tgt.clamp_max(SRC_V - 1)  # one vocabulary for both sides
+    src[0, :3] = 9  # a repeated source token collects the weight of all its copies
+    logp = model(src, lens, tgt).logits
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 5))  # a distribution, returned as log-probs
+    torch.testing.assert_close(logp.exp().double(), _copy_oracle(model, src, lens, tgt), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(F.log_softmax(logp, -1), logp, rtol=0, atol=1e-5)  # losses/decoders see log-probs
+
+
+def test_copy_gate_closed_puts_all_mass_on_source_tokens() -> None:
+    model = _copy_model()
+    with torch.no_grad():
+        model.copy_gate.weight.zero_()
+        model.copy_gate.bias.fill_(-40.0)  # p_gen ~ 0: copy only
+    src, lens, tgt = _batch(7, [6, 3], 4)
+    tgt = tgt.clamp_max(SRC_V - 1)
+    probs = model(src, lens, tgt).logits.exp()
+    for b in range(2):
+        seen = set(src[b, :int(lens[b])].tolist())
+        on_source = probs[b][:, sorted(seen)].sum(-1)
+        torch.testing.assert_close(on_source, torch.ones(4), rtol=0, atol=1e-5)  # padding ids get nothing
+
+
+def test_copy_cached_decoding_equals_full_forward_and_reorders() -> None:
+    model = _copy_model(1)
+    src, lens, _ = _batch(8, [9, 5, 1], 1)
+    tgt = torch.randint(4, SRC_V, (3, 12), generator=torch.Generator().manual_seed(3))
+    full = model(src, lens, tgt).logits
+    state = model.encode(src, lens)
+    steps = []
+    for t in range(tgt.shape[1]):
+        out = model.decode_step(tgt[:, t], state)
+        state = out.state
+        steps.append(out.logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-5)
+    index = torch.tensor([2, 0, 0])
+    direct = model.encode(src[index], lens[index])
+    for t in range(tgt.shape[1]):
+        direct = model.decode_step(tgt[index, t], direct).state
+    torch.testing.assert_close(model.decode_step(tgt[index, 0], state.reorder(index)).logits,
+                               model.decode_step(tgt[index, 0], direct).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_copy_needs_one_vocabulary_and_trains_every_parameter() -> None:
+    with pytest.raises(ConfigError, match="copy.*share_embeddings"):
+        TransformerConfig(**SMALL, copy=True)
+    model = _copy_model().train()
+    src, lens, tgt = _batch(9, [5, 3], 4)
+    tgt = tgt.clamp_max(SRC_V - 1)
+    F.nll_loss(model(src, lens, tgt).logits.flatten(0, 1), tgt.flatten()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+
+
+def test_copy_under_bf16_autocast_is_a_float32_distribution() -> None:
+    model = _copy_model(2)
+    src, lens, tgt = _batch(10, [6, 2], 3)
+    tgt = tgt.clamp_max(SRC_V - 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logp = model(src, lens, tgt).logits
+        step = model.decode_step(tgt[:, 0], model.encode(src, lens)).logits
+    assert logp.dtype == torch.float32 and step.dtype == torch.float32
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 3))
+    torch.testing.assert_close(step, logp[:, 0], rtol=0.05, atol=0.05)  # bf16 matmuls before the mixture

@@ -22,6 +22,10 @@ ActivationKind = Literal["relu", "gelu"]
 PoolingKind = Literal["additive", "scaled_dot"]
 _POOLING_HELP = ("attention pooling scoring: additive (Bahdanau/Yang et al.; can saturate into uniform weights) or "
                  "scaled_dot (a trained query . projected positions)")
+_QUERIES_HELP = ("trained pooling queries Q; the classifier reads their Q pooled vectors side by side (Lin et al. "
+                 "2017's multi-hop pooling); the shown word weights are their mean")
+_WORD_DROPOUT_HELP = ("training only: the probability that a whole token's embedding is zeroed (the rest rescaled), "
+                      "so the model cannot rest on a few memorised words")
 
 __all__ = [
     "MODEL_CONFIGS",
@@ -111,6 +115,9 @@ class TransformerConfig:
     share_embeddings: bool = option(False, help="one embedding table for source and target (needs equal vocabs)")
     tie_output: bool = option(True, help="tie the output projection to the target embedding (Press & Wolf, 2017)")
     max_len: int = option(512, help="longest source or target sequence (size of the positional table)")
+    copy: bool = option(False, help="pointer-generator output (See et al., 2017): a gate mixes the vocabulary "
+                                    "distribution with a copy attention over the source tokens; needs "
+                                    "share_embeddings (one vocabulary for both sides)")
 
     def __post_init__(self) -> None:
         validate_types(self)
@@ -119,6 +126,9 @@ class TransformerConfig:
                         encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers, max_len=self.max_len)
         _check_heads(owner, self.d_model, self.num_heads)
         _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
+        if self.copy and not self.share_embeddings:
+            raise ConfigError(f"{owner}.copy: copying a source token means emitting the same id on the target "
+                              f"side, so it needs share_embeddings=true (one vocabulary for both sides)")
 
 
 @dataclass(frozen=True)
@@ -135,13 +145,20 @@ class RNNClassifierConfig:
     bidirectional: bool = option(True, help="read the text in both directions")
     dropout: float = option(0.1, help="dropout on embeddings and before the classifier")
     pooling: PoolingKind = option("additive", help=_POOLING_HELP)
+    pooling_queries: int = option(1, help=_QUERIES_HELP)
+    word_dropout: float = option(0.0, help=_WORD_DROPOUT_HELP)
+    bigram_buckets: int = option(0, help="0 = off; else each position's embedding adds a hashed embedding of the "
+                                         "bigram ending there (fastText-style features; buckets x embed_dim more "
+                                         "parameters), so the pooled position stands for a word pair")
 
     def __post_init__(self) -> None:
         validate_types(self)
         owner = type(self).__name__
         _check_positive(owner, num_classes=self.num_classes, embed_dim=self.embed_dim,
-                        hidden_size=self.hidden_size, num_layers=self.num_layers)
-        _check_dropout(owner, dropout=self.dropout)
+                        hidden_size=self.hidden_size, num_layers=self.num_layers,
+                        pooling_queries=self.pooling_queries)
+        check_range(owner, "bigram_buckets", self.bigram_buckets, low=0, high=10_000_000)
+        _check_dropout(owner, dropout=self.dropout, word_dropout=self.word_dropout)
 
 
 @dataclass(frozen=True)
@@ -163,14 +180,18 @@ class TransformerClassifierConfig:
     positional: PositionalKind = option("learned", help="positional encoding: sinusoidal or learned")
     max_len: int = option(512, help="longest input sequence")
     pooling: PoolingKind = option("additive", help=_POOLING_HELP)
+    pooling_queries: int = option(1, help=_QUERIES_HELP)
+    word_dropout: float = option(0.0, help=_WORD_DROPOUT_HELP)
 
     def __post_init__(self) -> None:
         validate_types(self)
         owner = type(self).__name__
         _check_positive(owner, num_classes=self.num_classes, d_model=self.d_model, num_heads=self.num_heads,
-                        ffn_dim=self.ffn_dim, num_layers=self.num_layers, max_len=self.max_len)
+                        ffn_dim=self.ffn_dim, num_layers=self.num_layers, max_len=self.max_len,
+                        pooling_queries=self.pooling_queries)
         _check_heads(owner, self.d_model, self.num_heads)
-        _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
+        _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout,
+                       word_dropout=self.word_dropout)
 
 
 @dataclass(frozen=True)

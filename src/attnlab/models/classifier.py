@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnlab.attention import (
@@ -50,6 +51,23 @@ class ClassifierOutput:
 def lengths_from_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     """``(B,)`` number of non-padding tokens of right-padded ``tokens`` ``(B, T)``."""
     return (tokens != pad_id).sum(dim=1)
+
+
+def bigram_ids(tokens: torch.Tensor, buckets: int) -> torch.Tensor:
+    """``(B, T)`` bucket of the bigram ``(tokens[t-1], tokens[t])`` (``t = 0`` pairs with padding id 0): a fixed
+    multiplicative hash, so no bigram vocabulary is stored (Joulin et al. 2017's hashing trick)."""
+    prev = F.pad(tokens[:, :-1], (1, 0))  # (B, T)
+    return (prev * 1_000_003 + tokens * 7_919) % buckets
+
+
+def word_dropout(embedded: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Zero whole token embeddings of ``embedded`` ``(B, T, E)`` with probability ``p`` in training, scaling the
+    kept ones by ``1 / (1 - p)`` (Iyyer et al. 2015's word dropout, on embeddings; Gal & Ghahramani 2016 drop
+    word types instead). Identity in evaluation or when ``p`` is 0."""
+    if not training or p == 0.0:
+        return embedded
+    keep = torch.empty(embedded.shape[:2], device=embedded.device).bernoulli_(1.0 - p)  # (B, T)
+    return embedded * (keep / (1.0 - p)).unsqueeze(-1).to(embedded.dtype)
 
 
 class AttentionPooling(nn.Module):
@@ -99,23 +117,27 @@ class RNNAttentionClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(vocab_size, config.embed_dim, padding_idx=0)
+        self.bigrams = nn.Embedding(config.bigram_buckets, config.embed_dim) if config.bigram_buckets else None
         self.encoder = RNNEncoder(config.embed_dim, config.hidden_size, config.num_layers, config.rnn,
                                   bidirectional=config.bidirectional, dropout=config.dropout)
-        self.pooling = AttentionPooling(self.encoder.output_size, scoring=config.pooling)
+        self.pooling = AttentionPooling(self.encoder.output_size, config.pooling_queries, scoring=config.pooling)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(self.encoder.output_size, config.num_classes)
+        self.classifier = nn.Linear(config.pooling_queries * self.encoder.output_size, config.num_classes)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *,
                 need_weights: bool = False) -> ClassifierOutput:
         """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``lengths`` ``(B,)`` derived if omitted)."""
         lengths = lengths_from_padding(tokens) if lengths is None else lengths
         # 1. Embed and read the sequence (packed: padding never enters the recurrence).
-        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+        x = self.embedding(tokens)  # (B, T, E)
+        if self.bigrams is not None:
+            x = x + self.bigrams(bigram_ids(tokens, self.bigrams.num_embeddings))  # (B, T, E)
+        x = self.dropout(word_dropout(x, self.config.word_dropout, self.training))  # (B, T, E)
         outputs, _ = self.encoder(x, lengths)  # (B, T, dirs * Hd)
         # 2. Pool with attention over the real positions.
-        pooled, weights = self.pooling(outputs, valid_lens=lengths)  # (B, 1, dirs * Hd), (B, 1, T)
-        # 3. Classify.
-        logits = self.classifier(self.dropout(pooled.squeeze(1)))  # (B, C)
+        pooled, weights = self.pooling(outputs, valid_lens=lengths)  # (B, Q, dirs * Hd), (B, Q, T)
+        # 3. Classify the Q pooled vectors side by side.
+        logits = self.classifier(self.dropout(pooled.flatten(1)))  # (B, C)
         return ClassifierOutput(logits, None, weights if need_weights else None)
 
 
@@ -140,15 +162,16 @@ class TransformerClassifier(nn.Module):
                                     norm_first=config.norm_first)
             for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(d) if config.norm_first else nn.Identity()
-        self.pooling = AttentionPooling(d, scoring=config.pooling)
-        self.classifier = nn.Linear(d, config.num_classes)
+        self.pooling = AttentionPooling(d, config.pooling_queries, scoring=config.pooling)
+        self.classifier = nn.Linear(config.pooling_queries * d, config.num_classes)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *,
                 need_weights: bool = False) -> ClassifierOutput:
         """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``lengths`` ``(B,)`` derived if omitted)."""
         lengths = lengths_from_padding(tokens) if lengths is None else lengths
         # 1. Scaled embeddings plus positions.
-        x = self.positional(self.embedding(tokens) * math.sqrt(self.config.d_model))  # (B, T, D)
+        x = word_dropout(self.embedding(tokens), self.config.word_dropout, self.training)
+        x = self.positional(x * math.sqrt(self.config.d_model))  # (B, T, D)
         # 2. Encoder layers; padding keys are masked by valid lengths.
         maps = []
         for layer in self.layers:
@@ -156,8 +179,8 @@ class TransformerClassifier(nn.Module):
             maps.append(weights)
         x = self.norm(x)
         # 3. Attention pooling over real tokens, then classify.
-        pooled, pool_weights = self.pooling(x, valid_lens=lengths)  # (B, 1, D), (B, 1, T)
-        logits = self.classifier(pooled.squeeze(1))  # (B, C)
+        pooled, pool_weights = self.pooling(x, valid_lens=lengths)  # (B, Q, D), (B, Q, T)
+        logits = self.classifier(pooled.flatten(1))  # (B, C)
         if not need_weights:
             return ClassifierOutput(logits)
         return ClassifierOutput(logits, torch.stack(maps), pool_weights)  # encoder_self: (L, B, H, T, T)

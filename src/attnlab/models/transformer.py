@@ -8,6 +8,13 @@ multiplied by ``sqrt(d_model)`` (section 3.4); the output projection can share t
 
 Incremental decoding keeps one :class:`KVCache` per decoder layer for self-attention (grows by one position
 per step) and one static cache per layer for cross-attention (the encoder memory is projected once).
+
+With ``copy`` the output is a pointer-generator (See et al., 2017, "Get To The Point", eqs. 8-9, with a scaled
+dot-product copy attention in place of their additive one): a single-head copy attention ``a`` over the encoder
+memory, its context ``c = a . memory``, a gate ``p_gen = sigmoid(w . [h; c] + b)``, and the final distribution
+``p(w) = p_gen * softmax(W h)(w) + (1 - p_gen) * sum_{i: src_i = w} a_i``. The model then returns the *log* of
+that distribution in place of logits; ``log_softmax`` of a log-distribution is itself, so the losses and the
+decoders use it unchanged. It needs one vocabulary for both sides (``share_embeddings``).
 """
 
 from __future__ import annotations
@@ -162,13 +169,16 @@ class TransformerState(DecoderState):
     self_caches: list[KVCache]
     cross_caches: list[KVCache]
     offset: int = 0
+    src: torch.Tensor | None = None
+    copy_keys: torch.Tensor | None = None
 
     def reorder(self, index: torch.Tensor) -> TransformerState:
         """Select batch rows; the caches are reordered in place and shared with the returned state."""
         for cache in (*self.self_caches, *self.cross_caches):
             cache.reorder(index)
+        rows = [None if t is None else t.index_select(0, index) for t in (self.src, self.copy_keys)]
         return TransformerState(self.memory.index_select(0, index), self.src_lens.index_select(0, index),
-                                self.self_caches, self.cross_caches, self.offset)
+                                self.self_caches, self.cross_caches, self.offset, *rows)
 
 
 class Transformer(EncoderDecoder):
@@ -210,6 +220,11 @@ class Transformer(EncoderDecoder):
         self.output = nn.Linear(d, tgt_vocab_size, bias=False)
         if config.tie_output:
             self.output.weight = self.tgt_embedding.weight
+        # 4. Pointer-generator: a copy attention over the memory and the gate between copying and generating.
+        if config.copy:
+            self.copy_query = nn.Linear(d, d, bias=False)
+            self.copy_key = nn.Linear(d, d, bias=False)
+            self.copy_gate = nn.Linear(2 * d, 1)
 
     @staticmethod
     def _positional(config: TransformerConfig) -> nn.Module:
@@ -242,6 +257,29 @@ class Transformer(EncoderDecoder):
             outs.append(out)
         return self.decoder_norm(x), outs
 
+    def _project(self, hidden: torch.Tensor, src: torch.Tensor, src_lens: torch.Tensor, memory: torch.Tensor,
+                 copy_keys: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``hidden`` ``(B, Tt, D)`` -> logits ``(B, Tt, V)`` (with ``copy``: log-probabilities) and the copy
+        attention ``(B, Tt, Ts)`` (``None`` without ``copy``)."""
+        logits = self.output(hidden)  # (B, Tt, V)
+        if not self.config.copy:
+            return logits, None
+        keys = self.copy_key(memory) if copy_keys is None else copy_keys  # (B, Ts, D)
+        query = self.copy_query(hidden)  # (B, Tt, D)
+        with torch.autocast(hidden.device.type, enabled=False):  # float32 throughout: it feeds a log below
+            # 1. Copy attention over the real source positions.
+            scores = query.float() @ keys.float().transpose(1, 2) / math.sqrt(hidden.shape[-1])  # (B, Tt, Ts)
+            pad = torch.arange(memory.shape[1], device=memory.device)[None, :] >= src_lens[:, None]  # (B, Ts)
+            copy_attn = torch.softmax(scores.masked_fill(pad[:, None, :], -math.inf), dim=-1)  # (B, Tt, Ts)
+            context = copy_attn @ memory.float()  # (B, Tt, D)
+            # 2. The gate, and the mixture of generating and copying (scatter_add: a repeated token gets all).
+            gate_in = torch.cat([hidden.float(), context], dim=-1)  # (B, Tt, 2D)
+            p_gen = torch.sigmoid(F.linear(gate_in, self.copy_gate.weight.float(), self.copy_gate.bias.float()))
+            copied = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device).scatter_add_(
+                -1, src[:, None, :].expand(-1, hidden.shape[1], -1), copy_attn)  # (B, Tt, V)
+            probs = p_gen * torch.softmax(logits.float(), dim=-1) + (1.0 - p_gen) * copied  # p_gen: (B, Tt, 1)
+            return torch.log(probs.clamp_min(1e-30)), copy_attn
+
     # ------------------------------------------------------------------------------------- public API
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
                 need_weights: bool = False) -> Seq2SeqOutput:
@@ -255,8 +293,8 @@ class Transformer(EncoderDecoder):
         memory, enc_maps = self._encode(src, src_lens, need_weights)  # (B, Ts, D)
         # 2. Decode all target positions at once under the causal mask.
         hidden, dec_outs = self._decode(tgt_in, memory, src_lens, need_weights=need_weights)  # (B, Tt, D)
-        # 3. Project to the vocabulary.
-        logits = self.output(hidden)  # (B, Tt, V)
+        # 3. Project to the vocabulary (with copy: mix in the copy distribution over the source tokens).
+        logits, _ = self._project(hidden, src, src_lens, memory)  # (B, Tt, V)
         if not need_weights:
             return Seq2SeqOutput(logits, None)
         maps = AttentionMaps(encoder_self=torch.stack(enc_maps),  # (Le, B, H, Ts, Ts)
@@ -268,8 +306,10 @@ class Transformer(EncoderDecoder):
         """Run the encoder once and set up empty caches for :meth:`decode_step`."""
         memory, _ = self._encode(src, src_lens, need_weights=False)  # (B, Ts, D)
         num_layers = len(self.decoder_layers)
+        copy_keys = self.copy_key(memory) if self.config.copy else None  # (B, Ts, D), projected once
         return TransformerState(memory, src_lens, [KVCache() for _ in range(num_layers)],
-                                [KVCache(static=True) for _ in range(num_layers)])
+                                [KVCache(static=True) for _ in range(num_layers)], 0,
+                                src if self.config.copy else None, copy_keys)
 
     def decode_step(self, tokens: torch.Tensor, state: TransformerState, *,
                     need_weights: bool = False) -> StepOutput:
@@ -282,9 +322,13 @@ class Transformer(EncoderDecoder):
         hidden, outs = self._decode(tokens.unsqueeze(1), state.memory, state.src_lens, offset=state.offset,
                                     caches=(state.self_caches, state.cross_caches),
                                     need_weights=need_weights)  # (B, 1, D)
-        logits = self.output(hidden[:, 0])  # (B, V)
+        if self.config.copy:
+            out, _ = self._project(hidden, state.src, state.src_lens, state.memory, state.copy_keys)
+            logits = out[:, 0]  # (B, V) log-probabilities
+        else:
+            logits = self.output(hidden[:, 0])  # (B, V)
         new_state = TransformerState(state.memory, state.src_lens, state.self_caches, state.cross_caches,
-                                     state.offset + 1)
+                                     state.offset + 1, state.src, state.copy_keys)
         cross = outs[-1].cross_weights
         cross_weights = cross[:, :, 0].mean(dim=1) if need_weights and cross is not None else None  # (B, Ts)
         return StepOutput(logits, new_state, cross_weights)

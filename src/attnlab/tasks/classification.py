@@ -218,7 +218,7 @@ class Classifier:
                     best = int(probs[row].argmax())
                     weights = None
                     if return_attention and result.pooling is not None:
-                        weights = result.pooling[row, 0, :len(toks)].tolist()  # (T,)
+                        weights = result.pooling[row, :, :len(toks)].mean(0).tolist()  # (T,): mean over queries
                     out.append(Prediction(texts[start + row], self.text.labels[best], float(probs[row, best]),
                                           dict(zip(self.text.labels, probs[row].tolist(), strict=True)),
                                           toks, weights))
