@@ -16,7 +16,7 @@ from torch.testing import assert_close
 
 from attnlab.attention import MultiHeadAttention
 from attnlab.core.errors import ConfigError
-from attnlab.viz.explain_head import (
+from attnlab.viz.head_steps import (
     explain_attention,
     explain_head,
     explain_head_html,

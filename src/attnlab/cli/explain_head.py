@@ -25,7 +25,7 @@ EXAMPLE_D_MODEL, EXAMPLE_HEADS = 8, 2
 class Explained:
     """What a source hands to the printing code: every step of one attention call, and its labels."""
 
-    steps: Any  # attnlab.viz.explain_head.AttentionSteps
+    steps: Any  # attnlab.viz.head_steps.AttentionSteps
     query_tokens: list[str]
     key_tokens: list[str]
     what: str  # one line naming the model and the attention layer
@@ -92,7 +92,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.viz.explain_head import format_table, write_explain_head_html
+    from attnlab.viz.head_steps import format_table, write_explain_head_html
 
     _check_args(args)
     explained = _from_checkpoint(args) if args.checkpoint else _example(args)
@@ -140,7 +140,7 @@ def _example(args: argparse.Namespace) -> Explained:
     from attnlab.attention import MultiHeadAttention
     from attnlab.attention.positional import sinusoid_table
     from attnlab.data.tokenize import WordTokenizer
-    from attnlab.viz.explain_head import explain_attention
+    from attnlab.viz.head_steps import explain_attention
 
     text = EXAMPLE_TEXT if args.text is None else args.text
     tokens = WordTokenizer().tokenize(text)
@@ -262,7 +262,7 @@ def _record_call(module: Any, run: Any) -> tuple[tuple[Any, ...], dict[str, Any]
 
 
 def _explain(mha: Any, call: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
-    from attnlab.viz.explain_head import explain_attention
+    from attnlab.viz.head_steps import explain_attention
 
     args, kwargs = call
     if kwargs.get("cache") is not None:
