@@ -11,13 +11,23 @@ its output is just the output projection's bias.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from attnlab.attention._checks import check_dropout, check_float3d, check_positive
 from attnlab.attention.cache import KVCache
-from attnlab.attention.functional import build_mask, explicit_attention, fused_attention, zero_unused_inputs
+from attnlab.attention.functional import (
+    build_mask,
+    explicit_attention,
+    fused_attention,
+    zero_unreachable,
+    zero_unused_inputs,
+)
 from attnlab.attention.masks import check_mask
 from attnlab.attention.trace import active_trace
 from attnlab.core.types import AttentionOutput
@@ -40,8 +50,41 @@ _LONG_SCORES = 4096 * 4096
 # the per-head projections cost little next to the T^2 attention.
 _GROUP_HEADS = 1
 
+WeightsHook = Callable[[nn.Module, torch.Tensor], "torch.Tensor | None"]
 
-class MultiHeadAttention(nn.Module):
+
+class WeightsHooks:
+    """Mixin for attention modules: hooks that see, and may replace, the attention weights before they mix the values.
+
+    For explanation (``attnlab.explain``): ``hook(module, weights)`` may return a tensor of the same shape, which
+    the module then uses *exactly*, for its output and as the weights it returns (uniform or permuted attention),
+    or ``None``/the same tensor to leave them (e.g. after ``weights.retain_grad()``, to read their gradient). The
+    hooks live in the instance's ``__dict__``, like PyTorch's own hooks: never in ``state_dict``.
+    """
+
+    def register_weights_hook(self, hook: WeightsHook) -> RemovableHandle:
+        """Add ``hook``; ``handle.remove()`` takes it away again."""
+        hooks = self.__dict__.setdefault("_weights_hooks", OrderedDict())
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def _has_weights_hooks(self) -> bool:
+        return bool(self.__dict__.get("_weights_hooks"))
+
+    def _run_weights_hooks(self, weights: torch.Tensor) -> torch.Tensor:
+        """The weights after every hook, in registration order."""
+        for hook in list(self.__dict__.get("_weights_hooks", {}).values()):
+            new = hook(self, weights)
+            if new is not None:
+                if new.shape != weights.shape:
+                    raise ValueError(f"{type(self).__name__}: a weights hook returned shape {tuple(new.shape)}, "
+                                     f"expected {tuple(weights.shape)}")
+                weights = new
+        return weights
+
+
+class MultiHeadAttention(WeightsHooks, nn.Module):
     """``MultiHead(Q, K, V) = Concat(head_1..head_H) W_o`` with ``head_i = Attention(Q W_q^i, K W_k^i, V W_v^i)``.
 
     Args:
@@ -117,7 +160,8 @@ class MultiHeadAttention(nn.Module):
             ``AttentionOutput(output (B, Tq, D), weights (B, H, Tq, Tk) or None)``.
         """
         tracer = active_trace()
-        if (cache is None and tracer is None and not need_weights and not torch.is_grad_enabled()
+        hooked = self._has_weights_hooks()
+        if (cache is None and tracer is None and not need_weights and not hooked and not torch.is_grad_enabled()
                 and query.dim() == 3 and (key is None or key.dim() == 3)
                 and query.shape[1] * (query.shape[1] if key is None else key.shape[1]) >= _LONG_SCORES):
             return self._forward_head_groups(query, key, value, valid_lens=valid_lens, mask=mask, is_causal=is_causal)
@@ -144,7 +188,7 @@ class MultiHeadAttention(nn.Module):
         # 2. One boolean mask from lengths, the explicit mask and causality; the kernel choice.
         combined, use_kernel, kernel_causal = self._mask_and_kernel(
             B, Tq, Tk, valid_lens=valid_lens, mask=mask, is_causal=is_causal,
-            explicit=need_weights or tracer is not None, device=query.device)
+            explicit=need_weights or tracer is not None or hooked, device=query.device)
         # Rows no output depends on (padding) become zeros before they are projected, or NaN there reaches the weight
         # gradient (0 * nan). Not with a cache: it keeps this call's keys for later queries, which may see them.
         if cache is None and (valid_lens is not None or mask is not None):
@@ -182,6 +226,11 @@ class MultiHeadAttention(nn.Module):
         else:
             context, weights = explicit_attention(q, k, v, combined, dropout_p=self.dropout, training=self.training,
                                                   tracer=tracer)  # (B, H, Tq, Dh), (B, H, Tq, Tk)
+            if hooked:  # weights hooks (explanation): a replacement mixes the values in place of the softmax
+                given, weights = weights, self._run_weights_hooks(weights)
+                if weights is not given:
+                    attn = F.dropout(weights, p=self.dropout, training=self.training)  # identity in eval mode
+                    context = attn @ zero_unreachable(k, v, combined)[1]  # (B, H, Tq, Dh)
         if tracer is not None:
             tracer.record("context", context)
 

@@ -23,6 +23,8 @@ from attnlab.attention import (
     ScaledDotProductAttention,
     SinusoidalPositionalEncoding,
 )
+from attnlab.attention.functional import build_mask, zero_unreachable
+from attnlab.attention.multihead import WeightsHooks
 from attnlab.core.model_config import RNNClassifierConfig, TransformerClassifierConfig
 from attnlab.core.types import AttentionOutput
 from attnlab.models.rnn import RNNEncoder
@@ -70,7 +72,7 @@ def word_dropout(embedded: torch.Tensor, p: float, training: bool) -> torch.Tens
     return embedded * (keep / (1.0 - p)).unsqueeze(-1).to(embedded.dtype)
 
 
-class AttentionPooling(nn.Module):
+class AttentionPooling(WeightsHooks, nn.Module):
     """``Q`` trained queries attend over a sequence; each returns a weighted average of its positions.
 
     Two scorings: ``"additive"``, ``v^T tanh(W_q q + W_k h_t)`` (Bahdanau et al. 2015, eq. 6; with a trained query
@@ -85,6 +87,9 @@ class AttentionPooling(nn.Module):
         num_hiddens: hidden size of the additive scorer (default ``input_size``).
         dropout: on the attention weights.
         scoring: ``"additive"`` or ``"scaled_dot"``.
+
+    Weights hooks (:meth:`register_weights_hook`, as on ``MultiHeadAttention``) see the ``(B, Q, T)`` weights and
+    may replace them: the pooled vectors are then exactly the replacement's weighted averages.
     """
 
     def __init__(self, input_size: int, num_queries: int = 1, num_hiddens: int | None = None,
@@ -107,7 +112,14 @@ class AttentionPooling(nn.Module):
             ``AttentionOutput(output (B, Q, D), weights (B, Q, T))``.
         """
         queries = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, Q, D)
-        return self.attention(queries, self.key_proj(x), x, valid_lens=valid_lens)
+        out = self.attention(queries, self.key_proj(x), x, valid_lens=valid_lens)
+        if not self._has_weights_hooks():
+            return out
+        weights = self._run_weights_hooks(out.weights)  # (B, Q, T)
+        if weights is out.weights:
+            return out
+        mask = build_mask(tuple(weights.shape), valid_lens=valid_lens, device=x.device)  # padding never leaks
+        return AttentionOutput(torch.bmm(self.attention.dropout(weights), zero_unreachable(x, x, mask)[1]), weights)
 
 
 class RNNAttentionClassifier(nn.Module):

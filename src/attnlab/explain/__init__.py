@@ -1,0 +1,83 @@
+"""Beyond raw attention: attention flow, gradient-weighted rollout, attribution and a faithfulness report.
+
+Attention weights are not an explanation by themselves (Jain & Wallace, 2019; Wiegreffe & Pinter, 2019). This
+package puts attention-based importance (raw attention, rollout, attention flow, gradient-weighted rollout) and
+gradient/perturbation attribution (saliency, input x gradient, integrated gradients, leave-one-out; with Captum)
+side by side, on attnlab's classifiers, the ViT and the Transformer encoder-decoder, and measures how far to trust
+each: rank agreement, perturbation curves, uniform and permuted attention.
+
+    from attnlab.pipeline import load_predictor
+    from attnlab.explain import adapter_for, explain_batch
+
+    adapter = adapter_for(load_predictor("runs/keywords"))
+    examples = [adapter.example(t) for t in ["good film", "a dull plot"]]
+    explanations, report = explain_batch(adapter, examples)
+    print(report.table())
+
+Attention-only methods (:func:`attention_flow`, :func:`attention_methods`) also take maps captured from any model
+(``attnlab.capture``, e.g. ``nn.TransformerEncoder``). Captum and scipy are imported lazily (the ``explain`` extra).
+"""
+
+from attnlab.explain.adapters import (
+    ATTENTION_METHODS,
+    Adapter,
+    AttentionImportance,
+    Example,
+    TextClassifierAdapter,
+    TranslationAdapter,
+    ViTAdapter,
+    adapter_for,
+)
+from attnlab.explain.attribution import ATTRIBUTION_METHODS, attribute
+from attnlab.explain.faithfulness import (
+    attention_checks,
+    perturbation_curves,
+    rank_agreement,
+    ranking,
+)
+from attnlab.explain.flow import attention_flow, flow_graph, fuse_layers
+from attnlab.explain.inputs import split_examples
+from attnlab.explain.overrides import override_attention, permuted_weights, uniform_weights
+from attnlab.explain.page import explanation_html, write_explanation_html
+from attnlab.explain.relevance import (
+    attention_methods,
+    encoder_decoder_relevance,
+    gradient_rollout,
+    gradient_weighted,
+)
+from attnlab.explain.report import METHODS, Explanation, FaithfulnessReport, explain, explain_batch
+
+__all__ = [
+    "ATTENTION_METHODS",
+    "ATTRIBUTION_METHODS",
+    "METHODS",
+    "Adapter",
+    "AttentionImportance",
+    "Example",
+    "Explanation",
+    "FaithfulnessReport",
+    "TextClassifierAdapter",
+    "TranslationAdapter",
+    "ViTAdapter",
+    "adapter_for",
+    "attention_checks",
+    "attention_flow",
+    "attention_methods",
+    "attribute",
+    "encoder_decoder_relevance",
+    "explain",
+    "explain_batch",
+    "explanation_html",
+    "flow_graph",
+    "fuse_layers",
+    "gradient_rollout",
+    "gradient_weighted",
+    "override_attention",
+    "perturbation_curves",
+    "rank_agreement",
+    "ranking",
+    "split_examples",
+    "uniform_weights",
+    "permuted_weights",
+    "write_explanation_html",
+]
