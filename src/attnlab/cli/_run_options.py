@@ -10,10 +10,19 @@ from typing import Any
 import yaml
 
 from attnlab.core.config import load_file, yaml_loads
-from attnlab.core.errors import ConfigError
+from attnlab.core.errors import ConfigError, one_line, short_repr
 from attnlab.core.model_config import MODEL_CONFIGS
 from attnlab.core.registry import CORPORA, SYNTHETIC, TASKS, task_of_source
-from attnlab.core.run_config import SECTIONS, RunConfig, default_model_kind, merge_dicts
+from attnlab.core.run_config import SECTIONS, RunConfig, check_model_kind, default_model_kind, merge_dicts
+
+
+def int_arg(text: str) -> int:
+    """argparse ``type`` for integer flags: like ``int``, but the error quotes at most a few dozen characters of
+    the argument (argparse's own message repeats all of it, and ``int`` refuses over 4,300 digits)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {short_repr(text, 40)}") from None
 
 
 def tasks_help() -> str:
@@ -75,8 +84,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                        f"{name}: {', '.join(info.model_kinds)}" for name, info in TASKS.items())
                    + " (default: the config file's, else the task's first)")
     p.add_argument("--config", metavar="FILE", help="YAML/JSON file with data/model/train/decode sections")
-    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    p.add_argument("--seed", type=int, help="training seed (initialization, dropout, batch order)")
+    p.add_argument("--max-steps", type=int_arg, help="stop after N optimizer steps")
+    p.add_argument("--seed", type=int_arg, help="training seed (initialization, dropout, batch order; 0 to 2**63 - 1)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override any option, e.g. --set train.lr=0.001 --set model.hidden_size=256 (repeatable)")
 
@@ -89,12 +98,12 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         parts = key.strip().split(".")
         if not sep or len(parts) != 2 or parts[0] not in SECTIONS:
-            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE with SECTION one of data, model, train, "
-                              f"decode (e.g. --set train.lr=0.001)")
+            raise ConfigError(f"--set {short_repr(item)}: expected SECTION.KEY=VALUE with SECTION one of data, model, "
+                              f"train, decode (e.g. --set train.lr=0.001)")
         try:
             value = yaml_loads(raw)  # numbers (1e-3 included), booleans, null, lists like [0.9, 0.98]
-        except yaml.YAMLError:
-            value = raw
+        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: 2026-13-45, a number of 5,000 digits
+            value = raw  # a plain string; the option's own check then says what it expects
         out.setdefault(parts[0], {})[parts[1]] = value
     return out
 
@@ -125,6 +134,7 @@ def run_config_from_args(args: argparse.Namespace, *, saved: dict[str, Any] | No
             raise ConfigError(f"{args.config or 'config'}: section {name!r} must be a mapping of options, got "
                               f"{type(base[name]).__name__}")
     task = _task_of(base, flags)
+    check_model_kind(base.get("model", {}).get("kind"), where=f"{args.config or 'config'}: model.kind")
     kind = args.model or base.get("model", {}).get("kind") or default_model_kind(task)
     defaults: dict[str, Any] = {}
     if saved is None:  # a new run: the task's defaults under everything the user gave
@@ -143,14 +153,14 @@ def _task_of(base: dict[str, Any], flags: dict[str, Any]) -> str:
     task = flags.get("task") or base.get("task")
     if task is not None:
         if not isinstance(task, str) or task not in TASKS:
-            raise ConfigError(f"task: got {str(task)[:40]!r}, expected one of {', '.join(TASKS)}")
+            raise ConfigError(f"task: got {short_repr(task)}, expected one of {', '.join(TASKS)}")
         return task
     data = {**base.get("data", {}), **flags["data"]}
     source, synthetic = data.get("source", "task"), data.get("task", "dates")
     try:
         return task_of_source(source, synthetic)[0]
     except (KeyError, TypeError):
-        raise ConfigError(f"data.source {str(source)[:40]!r} / data.task {str(synthetic)[:40]!r}: expected a source "
+        raise ConfigError(f"data.source {short_repr(source)} / data.task {short_repr(synthetic)}: expected a source "
                           f"among task, {', '.join(CORPORA)} and a synthetic dataset among "
                           f"{', '.join(SYNTHETIC)}") from None
 
@@ -160,6 +170,10 @@ def saved_run_config(out_dir: str | Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the saved run config ({exc})") from None
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, bad UTF-8, a 5,000-digit number
+        raise ConfigError(f"{path}: cannot read the saved run config ({one_line(exc)})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: the saved run config is not a mapping of sections (got {type(saved).__name__}); "
+                          f"the file is corrupt")
+    return saved

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from attnlab.core.config import check_range, from_dict, option, validate_types
+from attnlab.core.config import check_range, from_dict, option, short_repr, validate_types
 from attnlab.core.errors import ConfigError
 
 ScheduleKind = Literal["inverse_sqrt", "cosine", "constant"]
@@ -65,10 +65,10 @@ class TrainConfig:
         owner = type(self).__name__
         if len(self.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool)
                                            for b in self.betas):
-            raise ConfigError(f"{owner}.betas: got {self.betas!r}, expected two numbers (beta1, beta2)")
+            raise ConfigError(f"{owner}.betas: got {short_repr(self.betas)}, expected two numbers (beta1, beta2)")
         for i, beta in enumerate(self.betas):
             if not 0.0 <= beta < 1.0:
-                raise ConfigError(f"{owner}.betas[{i}]: got {beta!r}, expected a value in [0, 1)")
+                raise ConfigError(f"{owner}.betas[{i}]: got {short_repr(beta)}, expected a value in [0, 1)")
         check_range(owner, "lr", self.lr, low=0.0, low_inclusive=False)
         check_range(owner, "eps", self.eps, low=0.0, low_inclusive=False)
         check_range(owner, "weight_decay", self.weight_decay, low=0.0)
@@ -85,7 +85,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 check_range(owner, name, getattr(self, name), low=1)
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"{owner}.label_smoothing: got {self.label_smoothing!r}, expected a value in [0, 1)")
+            raise ConfigError(f"{owner}.label_smoothing: got {short_repr(self.label_smoothing)}, expected a value in "
+                              f"[0, 1)")
         if self.clip_grad_norm is not None:
             check_range(owner, "clip_grad_norm", self.clip_grad_norm, low=0.0, low_inclusive=False)
         if not self.best_metric:

@@ -15,6 +15,13 @@ then an existing checkpoint is renamed aside, the new one renamed in and the old
 any point leaves either the target or, between the two renames, the complete temporary (or the
 renamed-aside) directory, which :func:`load_checkpoint` falls back to. Only one process may write a
 given checkpoint directory at a time.
+
+Reading trusts nothing in the directory: ``meta.json`` may list only files inside it (an absolute name, ``..`` or a
+symbolic link out is refused before any file is opened); every file is checked against its size and SHA-256; every
+JSON part is checked against the shape written here before a value of it is used; and the model that
+``config.json`` describes is sized from its fields alone -- against :data:`attnlab.models.build.MAX_PARAMETERS` and
+against the tensor shapes in the ``model.safetensors`` header -- before the weights are loaded or a model is
+built. Each problem is a one-line :class:`CheckpointError` (exit code 4) naming the file and the field.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -30,7 +38,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -38,7 +46,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from attnlab.core.errors import CheckpointError
+from attnlab.core.errors import CheckpointError, ConfigError, one_line, short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +120,7 @@ def restore_rng(state: dict[str, Any]) -> None:
         np.random.set_state((nps["kind"], np.asarray(nps["keys"], dtype=np.uint32), nps["pos"], nps["has_gauss"],
                              nps["cached_gaussian"]))
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"invalid RNG state in checkpoint: {_one_line(exc)}") from None
+        raise CheckpointError(f"invalid RNG state in checkpoint ({STATE_FILE} rng): {_one_line(exc)}") from None
 
 
 def _b64(data: bytes) -> str:
@@ -186,7 +194,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc)
 
 
 # ------------------------------------------------------------------------------------------------ saving
@@ -329,6 +337,10 @@ def _read_json(path: Path, ckpt: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint {ckpt}: {path.name} is not valid JSON ({exc.msg} at line {exc.lineno} "
                               f"column {exc.colno}); the file is truncated or corrupt") from None
+    except RecursionError:
+        raise CheckpointError(f"checkpoint {ckpt}: {path.name} is nested too deeply; the file is corrupt") from None
+    except ValueError as exc:  # e.g. a number of over 4,300 digits
+        raise CheckpointError(f"checkpoint {ckpt}: {path.name} is not valid JSON ({_one_line(exc)})") from None
 
 
 def _read_tensors(path: Path, ckpt: Path) -> dict[str, torch.Tensor]:
@@ -343,6 +355,91 @@ def _read_tensors(path: Path, ckpt: Path) -> dict[str, torch.Tensor]:
                               f"({_one_line(exc)})") from None
 
 
+_MAX_HEADER = 100_000_000  # the limit safetensors itself puts on its JSON header
+
+
+def _stored_values(path: Path, ckpt: Path) -> int:
+    """How many values the tensors of a safetensors file hold, read from its JSON header alone (the data is not
+    loaded): an 8-byte little-endian length, then ``{name: {"dtype", "shape", "data_offsets"}, ...}``."""
+    def broken(why: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {ckpt}: {path.name} is not a valid safetensors file ({why})")
+
+    try:
+        with open(path, "rb") as fh:
+            length = int.from_bytes(fh.read(8), "little")
+            if not 0 < length <= min(_MAX_HEADER, path.stat().st_size - 8):
+                raise broken(f"header length {length}")
+            header = json.loads(fh.read(length))
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {ckpt}: cannot read {path.name} ({_one_line(exc)})") from None
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, a 5,000-digit number
+        raise broken("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise broken("its header is not an object")
+    total = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not isinstance(shape, list) or not all(_is_int(n) for n in shape):
+            raise broken(f"tensor {short_repr(name)} has no shape")
+        total += math.prod(shape)
+    return total
+
+
+# ------------------------------------------------------------------------------- the shape of the JSON parts
+#
+# Every JSON file is checked against the shape attnlab writes before any value of it is used, so a file that is
+# valid JSON but of the wrong shape -- a list for an object, a string for a size -- fails here with the file and
+# the field named, not later as an AttributeError deep inside.
+
+def _is_int(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _what(value: Any) -> str:
+    """A value of the wrong type as an error names it: containers by kind, scalars by a short repr."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return short_repr(value)
+
+
+def _bad(ckpt: Path, file: str, field: str, expected: str, value: Any) -> CheckpointError:
+    where = f"{file} {field}" if field else file
+    return CheckpointError(f"checkpoint {ckpt}: {where}: expected {expected}, got {_what(value)}; the file is "
+                           f"corrupt or was not written by attnlab")
+
+
+def _key(name: Any) -> str:
+    """``["name"]``: how a field names an entry of an object."""
+    return f"[{short_repr(name, 60)}]"
+
+
+def _member(ckpt: Path, name: Any) -> Path:
+    """The file ``name`` (an entry of meta.json) inside ``ckpt``.
+
+    meta.json lists only files of the checkpoint directory: a name that is absolute, climbs out with ``..`` or
+    resolves (through symbolic links) outside the directory is refused here, before any file is opened, sized or
+    hashed -- a tampered checkpoint must not make attnlab read, or reveal the size of, other files.
+    """
+    if not isinstance(name, str) or not name or "\0" in name or "\\" in name:
+        raise CheckpointError(f"checkpoint {ckpt}: {META_FILE} lists {short_repr(name)}, which is not a file name; "
+                              f"the file is corrupt")
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise CheckpointError(f"checkpoint {ckpt}: {META_FILE} lists {short_repr(name)}, a path outside the checkpoint "
+                              f"directory; a checkpoint lists only its own files")
+    file = ckpt / name
+    # realpath follows the links on the way without opening or stat'ing the target (Path.resolve would stat it).
+    root, resolved = Path(os.path.realpath(ckpt)), Path(os.path.realpath(file))
+    if resolved == root or root not in resolved.parents:
+        raise CheckpointError(f"checkpoint {ckpt}: {META_FILE} lists {short_repr(name)}, which resolves outside the "
+                              f"checkpoint directory (a symbolic link?); a checkpoint holds its own files")
+    return file
+
+
 def _read_meta(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path} (the directory does not exist)")
@@ -353,17 +450,36 @@ def _read_meta(path: Path) -> dict[str, Any]:
                               f"interrupted")
     meta = _read_json(path / META_FILE, path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"checkpoint {path}: format {found!r} is not {FORMAT_NAME!r}; not an attnlab checkpoint")
+        found = meta.get("format") if isinstance(meta, dict) else meta
+        raise CheckpointError(f"checkpoint {path}: {META_FILE} format {short_repr(found)} is not {FORMAT_NAME!r}; not "
+                              f"an attnlab checkpoint")
     version = meta.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise CheckpointError(f"checkpoint {path}: format version {version!r} is not supported (this attnlab reads "
-                              f"version {FORMAT_VERSION}); use the attnlab version that wrote it")
+    if not _is_int(version, 1) or version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: {META_FILE} format version {short_repr(version)} is not supported "
+                              f"(this attnlab reads version {FORMAT_VERSION}); use the attnlab version that wrote it")
+    if "step" in meta and not _is_int(meta["step"]):
+        raise _bad(path, META_FILE, "step", "a step count (an integer >= 0)", meta["step"])
     files = meta.get("files")
-    if not isinstance(files, dict) or MODEL_FILE not in files:
-        raise CheckpointError(f"checkpoint {path}: {META_FILE} lists no {MODEL_FILE}; the file is corrupt")
+    if not isinstance(files, dict):
+        raise _bad(path, META_FILE, "files", "an object of file names and sizes", files)
+    for name in (MODEL_FILE, STATE_FILE, CONFIG_FILE, EXTRA_FILE):  # every one is read: each must be checked
+        if name not in files:
+            raise CheckpointError(f"checkpoint {path}: {META_FILE} lists no {name}; the file is corrupt")
+    digests = meta.get("sha256", {})
+    if not isinstance(digests, dict):
+        raise _bad(path, META_FILE, "sha256", "an object of file names and SHA-256 digests", digests)
+    members = {name: _member(path, name) for name in files}  # all of them, before any file is touched
     for name, size in files.items():
-        file = path / name
+        if not _is_int(size):
+            raise _bad(path, META_FILE, f"files{_key(name)}", "a size in bytes", size)
+    for name, digest in digests.items():
+        if name not in files:
+            raise CheckpointError(f"checkpoint {path}: {META_FILE} sha256 names {short_repr(name)}, which its files "
+                                  f"do not list; the file is corrupt")
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise _bad(path, META_FILE, f"sha256{_key(name)}", "a SHA-256 digest (64 hex digits)", digest)
+    for name, size in files.items():
+        file = members[name]
         if not file.is_file():
             raise CheckpointError(f"checkpoint {path}: missing {name}")
         actual = file.stat().st_size
@@ -371,11 +487,131 @@ def _read_meta(path: Path) -> dict[str, Any]:
             raise CheckpointError(f"checkpoint {path}: {name} has {actual} bytes, {META_FILE} says {size}; "
                                   f"the file is truncated or was modified")
     # Same size is not same content: a flipped byte in the weights would load silently without this.
-    for name, digest in (meta.get("sha256") or {}).items():
-        if name in files and hashlib.sha256((path / name).read_bytes()).hexdigest() != digest:
+    for name, digest in digests.items():
+        if hashlib.sha256(members[name].read_bytes()).hexdigest() != digest:
             raise CheckpointError(f"checkpoint {path}: {name} does not match the SHA-256 in {META_FILE}; the file is "
                                   f"corrupt or was modified")
     return meta
+
+
+def _check_state(state: Any, ckpt: Path) -> dict[str, Any]:
+    """``state.json`` as :func:`save_checkpoint` writes it (see the module docstring)."""
+    if not isinstance(state, dict):
+        raise _bad(ckpt, STATE_FILE, "", "an object", state)
+    if not _is_int(state.get("step")):
+        raise _bad(ckpt, STATE_FILE, "step", "a step count (an integer >= 0)", state.get("step"))
+    for key in ("scheduler", "data", "rng", "trainer", "model_aliases"):
+        if key in state and not isinstance(state[key], dict):
+            raise _bad(ckpt, STATE_FILE, key, "an object", state[key])
+    for alias, name in state.get("model_aliases", {}).items():
+        if not isinstance(name, str):
+            raise _bad(ckpt, STATE_FILE, f"model_aliases{_key(alias)}", "a tensor name", name)
+    parts = state.get("optimizer")
+    if parts is None:
+        return state
+    if not isinstance(parts, dict):
+        raise _bad(ckpt, STATE_FILE, "optimizer", "an object (or null)", parts)
+    groups = parts.get("param_groups")
+    if not isinstance(groups, list):
+        raise _bad(ckpt, STATE_FILE, "optimizer.param_groups", "a list of parameter groups", groups)
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict):
+            raise _bad(ckpt, STATE_FILE, f"optimizer.param_groups[{i}]", "an object", group)
+        _check_ids(group.get("params"), ckpt, f"optimizer.param_groups[{i}].params")
+    _check_ids(parts.get("state_ids", []), ckpt, "optimizer.state_ids")
+    scalars = parts.get("scalar_state", {})
+    if not isinstance(scalars, dict):
+        raise _bad(ckpt, STATE_FILE, "optimizer.scalar_state", "an object", scalars)
+    for pid, values in scalars.items():
+        if not pid.isdecimal() or not isinstance(values, dict):
+            raise _bad(ckpt, STATE_FILE, f"optimizer.scalar_state{_key(pid)}",
+                       "an object under a parameter id", values if pid.isdecimal() else pid)
+    return state
+
+
+def _check_ids(ids: Any, ckpt: Path, field: str) -> None:
+    if not isinstance(ids, list):
+        raise _bad(ckpt, STATE_FILE, field, "a list of parameter ids", ids)
+    for i, pid in enumerate(ids):
+        if not _is_int(pid):
+            raise _bad(ckpt, STATE_FILE, f"{field}[{i}]", "a parameter id (an integer >= 0)", pid)
+
+
+_TOKENIZER_SETTINGS = {"lower": bool, "keep_cjk_spaces": bool, "model_proto_base64": str, "sha256": str,
+                       "vocab_size": int}
+
+
+def _check_extra(extra: dict[str, Any], ckpt: Path) -> None:
+    """The tokenizers, vocabularies and labels an attnlab model's checkpoint keeps in ``extra.json`` have the shape
+    :mod:`attnlab.data` writes (their values are checked when they are rebuilt)."""
+    import attnlab.data  # noqa: F401 -- registers every tokenizer kind
+    from attnlab.data.tokenize import TOKENIZERS
+
+    kinds = sorted(TOKENIZERS)
+    for key, value in extra.items():
+        if key.endswith("tokenizer"):
+            if not isinstance(value, dict):
+                raise _bad(ckpt, EXTRA_FILE, key, "a tokenizer (an object)", value)
+            kind = value.get("kind")
+            if not isinstance(kind, str) or kind not in kinds:
+                raise _bad(ckpt, EXTRA_FILE, f"{key}.kind", f"one of {', '.join(kinds)}", kind)
+            for name, kind in _TOKENIZER_SETTINGS.items():
+                if name in value and not isinstance(value[name], kind):
+                    raise _bad(ckpt, EXTRA_FILE, f"{key}.{name}", f"a {kind.__name__}", value[name])
+        elif key.endswith("vocab"):
+            if not isinstance(value, dict):
+                raise _bad(ckpt, EXTRA_FILE, key, "a vocabulary (an object)", value)
+            tokens = value.get("tokens", [])
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                bad = next((t for t in tokens if not isinstance(t, str)), None) if isinstance(tokens, list) else tokens
+                raise _bad(ckpt, EXTRA_FILE, f"{key}.tokens", "a list of strings", bad)
+        elif key == "labels" and not (isinstance(value, list) and all(isinstance(t, str) for t in value)):
+            raise _bad(ckpt, EXTRA_FILE, key, "a list of label names", value)
+        elif key == "image" and not isinstance(value, dict):
+            raise _bad(ckpt, EXTRA_FILE, key, "an object", value)
+
+
+def _check_model_config(config: dict[str, Any], stored: int, ckpt: Path) -> bool:
+    """Refuse a ``config.json`` whose model could not be built, before anything is: invalid values, a model over
+    :data:`attnlab.models.build.MAX_PARAMETERS`, or one larger than the weights ``model.safetensors`` holds (its
+    header says how many values that is; a real checkpoint stores at least the estimate, which is a lower bound).
+
+    Returns whether the config describes one of attnlab's models; a model section of a kind attnlab does not know
+    (a test's toy model) is left to whoever builds it.
+    """
+    from attnlab.core.model_config import MODEL_CONFIGS, model_config_from_dict
+    from attnlab.core.registry import task_of_source
+    from attnlab.core.run_config import default_model_kind
+    from attnlab.models.build import check_model_size, describe_field, estimate_parameters, largest_term
+
+    section = config.get("model")
+    if section is None:
+        return False
+    if not isinstance(section, dict):
+        raise _bad(ckpt, CONFIG_FILE, "model", "an object", section)
+    kind = section.get("kind")
+    if kind is None:  # as RunConfig.from_dict: the task's first model kind
+        data = config.get("data") if isinstance(config.get("data"), dict) else {}
+        try:
+            task = config.get("task") or task_of_source(data.get("source", "task"), data.get("task", "dates"))[0]
+            kind = default_model_kind(task)
+        except (KeyError, TypeError):
+            return False  # the run config is invalid: reading it refuses it with its own message
+    if not isinstance(kind, str):
+        raise _bad(ckpt, CONFIG_FILE, "model.kind", f"one of {', '.join(MODEL_CONFIGS)}", kind)
+    if kind not in MODEL_CONFIGS:
+        return False
+    try:
+        model = model_config_from_dict({**section, "kind": kind})
+        check_model_size(model)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {ckpt}: {CONFIG_FILE} {exc}") from None
+    floor = estimate_parameters(model, stored_only=True)
+    if floor > stored:
+        field = describe_field(*largest_term(model, stored_only=True))
+        raise CheckpointError(f"checkpoint {ckpt}: {CONFIG_FILE} {field} describes a model of at least {floor:,} "
+                              f"values, but {MODEL_FILE} holds {stored:,}; the config does not belong to these weights")
+    return True
 
 
 def _resolve(target: Path) -> Path:
@@ -411,10 +647,13 @@ def _check_model_state(model: nn.Module, state: dict[str, torch.Tensor], ckpt: P
                                   f"configuration?")
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], parts: dict[str, Any]) -> dict[str, Any]:
+def _optimizer_state(tensors: dict[str, torch.Tensor], parts: dict[str, Any], ckpt: Path) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {int(pid): {} for pid in parts.get("state_ids", [])}
     for key, value in tensors.items():
         pid, _, name = key.partition(".")
+        if not pid.isdecimal() or not name:
+            raise CheckpointError(f"checkpoint {ckpt}: {OPTIMIZER_FILE} holds tensor {short_repr(key)}, expected "
+                                  f"'<parameter id>.<name>'; the file is corrupt")
         state.setdefault(int(pid), {})[name] = value
     for pid, values in parts.get("scalar_state", {}).items():
         state.setdefault(int(pid), {}).update(values)
@@ -460,21 +699,26 @@ def load_checkpoint(directory: str | os.PathLike[str], model: nn.Module | None =
     """
     path = _resolve(Path(directory))
     meta = _read_meta(path)
-    state = _read_json(path / STATE_FILE, path)
+    state = _check_state(_read_json(path / STATE_FILE, path), path)
     config = _read_json(path / CONFIG_FILE, path)
+    if not isinstance(config, dict):
+        raise _bad(path, CONFIG_FILE, "", "an object (the run configuration)", config)
     extra = _read_json(path / EXTRA_FILE, path)
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise CheckpointError(f"checkpoint {path}: {STATE_FILE} has no integer 'step'; the file is corrupt")
+    if not isinstance(extra, dict):
+        raise _bad(path, EXTRA_FILE, "", "an object", extra)
+    if _check_model_config(config, _stored_values(path / MODEL_FILE, path), path):
+        _check_extra(extra, path)
     model_state = _read_tensors(path / MODEL_FILE, path)
     for alias, name in state.get("model_aliases", {}).items():
         if name not in model_state:
-            raise CheckpointError(f"checkpoint {path}: tied tensor {alias!r} refers to missing {name!r}")
+            raise CheckpointError(f"checkpoint {path}: tied tensor {short_repr(alias)} refers to missing "
+                                  f"{short_repr(name)}")
         model_state[alias] = model_state[name]
     opt_state = None
     if state.get("optimizer") is not None:
         if OPTIMIZER_FILE not in meta["files"]:
             raise CheckpointError(f"checkpoint {path}: {META_FILE} lists no {OPTIMIZER_FILE}; the file is corrupt")
-        opt_state = _optimizer_state(_read_tensors(path / OPTIMIZER_FILE, path), state["optimizer"])
+        opt_state = _optimizer_state(_read_tensors(path / OPTIMIZER_FILE, path), state["optimizer"], path)
     if model is not None:
         _check_model_state(model, model_state, path)
     if optimizer is not None:
