@@ -117,6 +117,15 @@ def test_viz_draws_highlight(trained: Path, tmp_path: Path) -> None:
     assert "prediction: negative" in res.out
     assert (tmp_path / "v.png").exists() and not (tmp_path / "v-heads.png").exists()  # an RNN: no heads
     assert "<b>" not in (tmp_path / "v.html").read_text(encoding="utf-8")
+    # Several texts: one highlight page and one figure hold them all.
+    texts = ["the plot was dull", "a <b>tedious</b> story"]
+    res = run_cli(["viz", "--checkpoint", str(trained), "--text", texts[0], "--text", texts[1],
+                   "--png", str(tmp_path / "m.png"), "--html", str(tmp_path / "m.html")])
+    assert res.rc == 0, res.err
+    page = (tmp_path / "m.html").read_text(encoding="utf-8")
+    data = json.loads(page.split('id="attnlab-highlight-data">', 1)[1].split("</script>", 1)[0])
+    assert [e["text"] for e in data["examples"]] == texts and "<b>" not in page
+    assert (tmp_path / "m.png").exists() and not list(tmp_path.glob("m-*"))  # no heads, no numbered figures
 
 
 def test_viz_of_a_transformer_classifier_also_draws_its_heads(tmp_path: Path) -> None:
@@ -126,6 +135,15 @@ def test_viz_of_a_transformer_classifier_also_draws_its_heads(tmp_path: Path) ->
     assert res.rc == 0, res.err
     assert (tmp_path / "v-heads.png").exists() and (tmp_path / "v.png").exists()
     assert "self_attn" in (tmp_path / "v-heads.html").read_text(encoding="utf-8")
+    # Several texts: the heads of each in one viewer page (its prediction beside it) and numbered heads figures.
+    res = run_cli(["viz", "--checkpoint", str(tmp_path / "run"), "--text", "the plot was dull", "--text", "a fine film",
+                   "--png", str(tmp_path / "m.png"), "--html", str(tmp_path / "m.html")])
+    assert res.rc == 0, res.err
+    page = (tmp_path / "m-heads.html").read_text(encoding="utf-8")
+    data = json.loads(page.split('id="attnlab-data">', 1)[1].split("</script>", 1)[0])
+    assert [e["name"] for e in data["examples"]] == ["the plot was dull", "a fine film"]
+    assert all(e["prediction"].rsplit(" (", 1)[0] in ("positive", "negative") for e in data["examples"])
+    assert (tmp_path / "m-1-heads.png").exists() and (tmp_path / "m-2-heads.png").exists()
 
 
 def test_translate_refuses_a_classifier(trained: Path) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from pipeline_helpers import TINY_TRANSFORMER, checkpoint_step, run_cli, snapshot
+
+from attnlab.cli.demo import EXAMPLES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATA_DIR = Path("/work/shared/data")
@@ -23,6 +26,14 @@ def test_demo_writes_heatmaps_and_reuses_a_finished_run(tmp_path: Path) -> None:
         assert str(png) in res.out
     html = (out / "attention.html").read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html") and "</html>" in html.lower()
+    # One page holds all six translations, each with its source, its prediction and its cross-attention.
+    data = json.loads(re.search(r'id="attnlab-data">(.*?)</script>', html, re.S).group(1))
+    assert [e["name"] for e in data["examples"]] == EXAMPLES
+    for i, example in enumerate(data["examples"], start=1):
+        assert f"  {example['name']:<24} -> {example['prediction']:<12} {out / f'attention-{i}.png'}" in res.out
+    assert [(v["example"], v["kind"]) for v in data["views"]] == [(i, "cross") for i in range(6)]
+    assert ["".join(v["keyTokens"]).replace("\u2581", " ") for v in data["views"]] == EXAMPLES
+    assert f"interactive viewer: {out / 'attention.html'} (all 6 translations)" in res.out
     assert "held-out accuracy (exact match" in res.out and "trained 5 steps" in res.out
     assert checkpoint_step(out / "last") == 5 and (out / "best" / "meta.json").is_file()
 

@@ -260,3 +260,15 @@ def test_show_without_ipython_says_what_to_use(monkeypatch: pytest.MonkeyPatch) 
 def test_exported_from_attnlab_viz() -> None:
     assert attnlab.viz.show is show and attnlab.viz.inline is inline and attnlab.viz.InlineView is InlineView
     assert {"show", "inline", "InlineView", "inline_vit", "inline_caption"} <= set(attnlab.viz.__all__)
+
+
+def test_several_examples_show_inline_in_one_page() -> None:
+    import torch
+
+    from attnlab.viz import Example, inline
+
+    examples = [Example(torch.softmax(torch.randn(2, 3, 4), -1), ["a", "b", "c"], ["w", "x", "y", "z"],
+                        name=f"sentence {i}", prediction=f"guess {i}") for i in range(3)]
+    view = inline(examples)
+    assert all(f"sentence {i}" in view.html for i in range(3))
+    assert view.png is not None and view.png.startswith(b"\x89PNG")

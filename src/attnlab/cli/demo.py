@@ -2,7 +2,7 @@
 
 Trains a GRU encoder-decoder with Bahdanau (additive) attention on synthetic dates ("Nov 21, 2026" ->
 "2026-11-21"), reports exact-match accuracy on held-out dates, prints some translations and writes their
-attention heatmaps (PNG) and an interactive viewer (HTML) to the output directory.
+attention heatmaps (PNG) and one interactive viewer (HTML) holding all of them to the output directory.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from attnlab.train.allocator import keep_freed_memory
     from attnlab.viz.heatmap import plot_attention
     from attnlab.viz.html import write_html
+    from attnlab.viz.views import Example
 
     keep_freed_memory()
     out = Path(args.out)
@@ -71,15 +72,14 @@ def run(args: argparse.Namespace) -> int:
 
     print("\ntranslations and where the model looked:")
     results = translator.translate(EXAMPLES, return_attention=True)
+    examples = []
     for i, tr in enumerate(results, start=1):
         rows = tr.tokens + (["<eos>"] if tr.best is not None and tr.best.ended else [])
         cross = AttentionMaps(cross=tr.best.cross_attention[None, None, None])  # (L=1, B=1, H=1, Tt, Ts)
         plot_attention(cross, rows, tr.src_tokens, out / f"attention-{i}.png", title=f"{tr.source!r} -> {tr.text!r}")
         print(f"  {tr.source:<24} -> {tr.text:<12} {out / f'attention-{i}.png'}")
-    first = results[0]
-    write_html(AttentionMaps(cross=first.best.cross_attention[None, None, None]), out / "attention.html",
-               query_tokens=first.tokens + (["<eos>"] if first.best.ended else []), key_tokens=first.src_tokens,
-               title=f"attnlab demo: {first.source} -> {first.text}")
-    print(f"\ninteractive viewer: {out / 'attention.html'}")
+        examples.append(Example(cross, rows, tr.src_tokens, name=tr.source, prediction=tr.text))
+    write_html(examples, out / "attention.html", title="attnlab demo: dates, where the model looked")
+    print(f"\ninteractive viewer: {out / 'attention.html'} (all {len(examples)} translations)")
     print(f"translate more: attnlab translate --checkpoint {out}/best  (one date per line on stdin)")
     return 0

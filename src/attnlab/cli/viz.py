@@ -1,5 +1,9 @@
-"""``attnlab viz``: translate, classify (or encode) one text, or classify/caption one image, and draw its attention
+"""``attnlab viz``: translate, classify (or encode) texts, or classify/caption one image, and draw their attention
 as figures and an HTML viewer.
+
+Several texts (``--text`` more than once, or ``--input FILE`` of lines; at most :data:`MAX_TEXTS`) share one
+page: the viewer lists them as examples, and figures are numbered (``a-1.png``, ``a-2.png``...). The model is
+loaded once for all of them.
 
 Sources of a model, each a function returning a :class:`Drawn`: ``--checkpoint`` (a run or checkpoint folder
 written by ``attnlab train``) and ``--hf-model`` (a local Hugging Face folder). Encoder-decoders translate
@@ -11,16 +15,18 @@ Transformer classifier, its heads' self-attention in files named ``*-heads.*`` b
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnlab.core.errors import CheckpointError, ConfigError
+from attnlab.core.errors import CheckpointError, ConfigError, DataError, one_line, short_repr
 from attnlab.viz.i18n import LANGS
 
 FIGURES = ("png", "svg", "pdf")
+MAX_TEXTS = 50  # texts in one run: one page holds them all, and it should open in a second or so
 
 
 @dataclass
@@ -31,18 +37,21 @@ class Drawn:
         maps: the capture result of one forward pass (batch of one); may hold no layer (an RNN classifier).
         translation: the decoded target text for encoder-decoder models, else ``None``.
         highlight: a classifier's words, their attention-pooling weights and its prediction, else ``None``.
+        text: the input text (``None``: the drawing code reads ``--text``).
     """
 
     maps: Any
     translation: str | None = None
     highlight: Any = None  # attnlab.viz.highlight.Highlight of a classifier's prediction
+    text: str | None = None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "viz", help="draw the attention of a model on one sentence (PNG/SVG/PDF figures, HTML viewer)",
-        description="Run a model on one sentence (translating it when the model is an encoder-decoder), capture "
-                    "every attention layer and write heatmaps and/or an interactive HTML page.")
+        "viz", help="draw the attention of a model on sentences (PNG/SVG/PDF figures, HTML viewer)",
+        description="Run a model on one or more sentences (translating them when the model is an encoder-decoder), "
+                    "capture every attention layer and write heatmaps and/or an interactive HTML page. Several "
+                    f"sentences (at most {MAX_TEXTS}) go into one page, and figures are numbered FILE-1, FILE-2...")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", metavar="DIR",
                         help="an attnlab checkpoint directory (runs/x/best) or a run directory (uses its best/)")
@@ -51,7 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from attnlab.cli._images import add_image_options
 
     inputs = p.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--text", help="the sentence to translate or encode")
+    inputs.add_argument("--text", action="append", metavar="TEXT",
+                        help="a sentence to translate or encode; repeat for several (one page holds them all)")
+    inputs.add_argument("--input", metavar="FILE",
+                        help=f"a UTF-8 file of sentences, one a line (blank lines skipped; '-' reads stdin; at most "
+                             f"{MAX_TEXTS})")
     add_image_options(p, inputs, many=False)
     for fmt in FIGURES:
         article = "an" if fmt == "svg" else "a"
@@ -73,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _check_args(args: argparse.Namespace) -> int | str | None:
     """Validate what can be checked before loading a model; returns the parsed ``--head``."""
-    if args.text is not None and not args.text.strip():
+    texts = [args.text] if isinstance(args.text, str) else args.text or []
+    if any(not text.strip() for text in texts):
         raise ConfigError("--text is empty; give the sentence to visualize, e.g. --text \"a small cat\"")
     outputs = [getattr(args, f) for f in (*FIGURES, "html")]
     if not any(outputs):
@@ -92,12 +106,35 @@ def _check_args(args: argparse.Namespace) -> int | str | None:
         raise ConfigError(f"--head must be a head number or 'mean', got {args.head!r}") from None
 
 
+def _texts(args: argparse.Namespace) -> list[str]:
+    """The texts of ``--text`` (one or more) or ``--input FILE``, at most :data:`MAX_TEXTS`."""
+    if getattr(args, "input", None) is not None:
+        try:
+            lines = (sys.stdin.read() if args.input == "-" else Path(args.input).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or one_line(exc)
+            raise DataError(f"cannot read --input {short_repr(args.input)}: {reason}") from None
+        texts = [line.strip() for line in lines.splitlines() if line.strip()]
+        if not texts:
+            raise DataError(f"--input {short_repr(args.input)} holds no text; write one sentence a line")
+    else:
+        texts = [args.text] if isinstance(args.text, str) else list(args.text)
+    if len(texts) > MAX_TEXTS:
+        raise ConfigError(f"{len(texts)} texts: one run draws at most {MAX_TEXTS} (one page holds them all); "
+                          "split them over several runs")
+    return texts
+
+
 def run(args: argparse.Namespace) -> int:
     head = _check_args(args)
-    if args.text is None:
+    if args.text is None and getattr(args, "input", None) is None:
         return _draw_image(args)
-    drawn = _from_checkpoint(args) if args.checkpoint else _from_hf(args)
-    return _draw(drawn, args, head)
+    texts = _texts(args)  # before loading the model: a bad file fails fast
+    source = _checkpoint_source(args) if args.checkpoint else _hf_source(args)
+    drawn = [source(text) for text in texts]
+    if len(drawn) == 1:
+        return _draw(drawn[0], args, head)
+    return _draw_many(drawn, args, head)
 
 
 def _draw(drawn: Drawn, args: argparse.Namespace, head: int | str | None) -> int:
@@ -109,7 +146,8 @@ def _draw(drawn: Drawn, args: argparse.Namespace, head: int | str | None) -> int
         return _draw_classifier(drawn, args, head)
     # Check --kind/--layer/--head against the model before writing anything.
     select(pick_view(as_views(drawn.maps), args.kind), args.layer, head)
-    title = args.text if drawn.translation is None else f"{args.text} \N{RIGHTWARDS ARROW} {drawn.translation}"
+    text = drawn.text if drawn.text is not None else args.text
+    title = text if drawn.translation is None else f"{text} \N{RIGHTWARDS ARROW} {drawn.translation}"
     if drawn.translation is not None:
         print(f"translation: {drawn.translation}")
     for fmt in FIGURES:
@@ -134,9 +172,10 @@ def _draw_classifier(drawn: Drawn, args: argparse.Namespace, head: int | str | N
     from attnlab.viz.html import write_html
 
     hl = drawn.highlight
+    text = drawn.text if drawn.text is not None else args.text
     print(f"prediction: {hl.label} ({hl.probability:.3f})")
     heads = len(drawn.maps) > 0  # a Transformer classifier's self-attention layers
-    title = f"{_short(args.text)} → {hl.label} ({hl.probability:.2f})"
+    title = f"{_short(text)} → {hl.label} ({hl.probability:.2f})"
     for fmt in FIGURES:
         if getattr(args, fmt):
             plot_highlight(hl, getattr(args, fmt))
@@ -146,11 +185,59 @@ def _draw_classifier(drawn: Drawn, args: argparse.Namespace, head: int | str | N
                                head=head, title=title)
                 print(f"wrote {_heads_path(getattr(args, fmt))}")
     if args.html:
-        write_highlight_html([hl], args.html, title=f"attnlab viz: {_short(args.text)}", lang=args.lang)
+        write_highlight_html([hl], args.html, title=f"attnlab viz: {_short(text)}", lang=args.lang)
         print(f"wrote {args.html}")
         if heads:
             write_html(drawn.maps, _heads_path(args.html), title=title, lang=args.lang)
             print(f"wrote {_heads_path(args.html)}")
+    return 0
+
+
+def _numbered(path: str, i: int) -> Path:
+    p = Path(path)
+    return p.with_name(f"{p.stem}-{i}{p.suffix}")
+
+
+def _draw_many(drawn: list[Drawn], args: argparse.Namespace, head: int | str | None) -> int:
+    """Several texts: numbered figures (``FILE-1.png``...) and one page that lists them all as examples."""
+    from attnlab.viz.heatmap import plot_attention
+    from attnlab.viz.highlight import plot_highlight, write_highlight_html
+    from attnlab.viz.html import write_html
+    from attnlab.viz.views import Example, as_views, pick_view, select
+
+    highlights = [d.highlight for d in drawn if d.highlight is not None]
+    # Which texts have heads to draw: all for a translator or encoder, a Transformer classifier's only.
+    heads = [not highlights or len(d.maps) > 0 for d in drawn]
+    for d, has in zip(drawn, heads, strict=True):  # check --kind/--layer/--head on every text before writing
+        if has:
+            select(pick_view(as_views(d.maps), args.kind), args.layer, head)
+    predictions = [d.translation if d.highlight is None else f"{d.highlight.label} ({d.highlight.probability:.2f})"
+                   for d in drawn]
+    for i, (d, prediction) in enumerate(zip(drawn, predictions, strict=True), start=1):
+        print(f"{i:>3}. {_short(d.text or '', 40):<40} -> {prediction or ''}")
+    for fmt in FIGURES:
+        if not getattr(args, fmt):
+            continue
+        if highlights:
+            plot_highlight(highlights, getattr(args, fmt))
+            print(f"wrote {getattr(args, fmt)}")
+        for i, (d, has) in enumerate(zip(drawn, heads, strict=True), start=1):
+            if has:
+                path = _numbered(getattr(args, fmt), i)
+                path = _heads_path(str(path)) if highlights else path
+                plot_attention(d.maps, path=path, kind=args.kind, layer=args.layer, head=head,
+                               title=_short(f"{d.text} \N{RIGHTWARDS ARROW} {predictions[i - 1]}"))
+                print(f"wrote {path}")
+    if args.html:
+        if highlights:
+            write_highlight_html(highlights, args.html, title=f"attnlab viz: {len(drawn)} texts", lang=args.lang)
+            print(f"wrote {args.html}")
+        examples = [Example(d.maps, name=d.text, prediction=p)
+                    for d, p, has in zip(drawn, predictions, heads, strict=True) if has]
+        if examples:
+            page = _heads_path(args.html) if highlights else Path(args.html)
+            write_html(examples, page, title=f"attnlab viz: {len(examples)} texts", lang=args.lang)
+            print(f"wrote {page} ({len(examples)} examples)")
     return 0
 
 
@@ -220,23 +307,29 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 # -------------------------------------------------------------------------------------------- sources
-def _from_checkpoint(args: argparse.Namespace) -> Drawn:
-    import torch
-
-    from attnlab.data.vocab import BOS_ID
+def _checkpoint_source(args: argparse.Namespace) -> Callable[[str], Drawn]:
+    """Load an attnlab checkpoint once; the returned function runs it on one text."""
     from attnlab.pipeline import Classifier, load_predictor
-    from attnlab.viz.capture import capture
 
     path = Path(args.checkpoint)
     if not path.is_dir():
         raise CheckpointError(f"no checkpoint directory at {path}; pass the folder written by `attnlab train`, "
                               "e.g. runs/NAME/best")
-    translator = load_predictor(path)
-    if isinstance(translator, Classifier):
-        return _classify(translator, args)
-    result = translator.translate([args.text], beam_size=1, max_len=args.max_new_tokens)[0]
+    predictor = load_predictor(path)
+    if isinstance(predictor, Classifier):
+        return lambda text: _classify(predictor, text)
+    return lambda text: _translate(predictor, text, args.max_new_tokens)
+
+
+def _translate(translator: Any, text: str, max_new_tokens: int) -> Drawn:
+    import torch
+
+    from attnlab.data.vocab import BOS_ID
+    from attnlab.viz.capture import capture
+
+    result = translator.translate([text], beam_size=1, max_len=max_new_tokens)[0]
     if not result.src_tokens or result.best is None:
-        raise ConfigError(f"--text {args.text!r} gives no source tokens for this model")
+        raise ConfigError(f"--text {short_repr(text)} gives no source tokens for this model")
     hyp, vocab = result.best, translator.text.tgt_vocab
     # Teacher-force the greedy translation once more: row t is the decoder state that emitted output t, so the
     # rows are labelled with the emitted tokens (and <eos> when the translation ended).
@@ -247,42 +340,41 @@ def _from_checkpoint(args: argparse.Namespace) -> Drawn:
     src = torch.tensor([translator.text.src_vocab.encode(result.src_tokens)], device=device)  # (1, Ts)
     with torch.no_grad(), capture(model, src_tokens=result.src_tokens, tgt_tokens=emitted) as maps:
         model(src, torch.tensor([src.shape[1]], device=device), torch.tensor([tgt_in], device=device))
-    return Drawn(maps, result.text)
+    return Drawn(maps, result.text, text=text)
 
 
-def _classify(classifier: Any, args: argparse.Namespace) -> Drawn:
+def _classify(classifier: Any, text: str) -> Drawn:
     """Predict with attention-pooling weights, and capture the encoder's self-attention (if any) in one pass."""
     from attnlab.viz.capture import capture
     from attnlab.viz.highlight import Highlight
 
-    tokens = classifier.text.tokenizer.tokenize(args.text)
+    tokens = classifier.text.tokenizer.tokenize(text)
     if not tokens:
-        raise ConfigError("--text gives no tokens for this model")
+        raise ConfigError(f"--text {short_repr(text)} gives no tokens for this model")
     layers = getattr(classifier.model, "layers", None)  # a Transformer's self-attention layers, not the pooling
     if layers is None:
         maps: Any = []
-        (prediction,) = classifier.predict([args.text], return_attention=True)
+        (prediction,) = classifier.predict([text], return_attention=True)
     else:
         with capture(layers, src_tokens=tokens[:classifier.config.data.max_len]) as maps:
-            (prediction,) = classifier.predict([args.text], return_attention=True)
+            (prediction,) = classifier.predict([text], return_attention=True)
     if prediction.attention is None:
         raise ConfigError(f"{type(classifier.model).__name__} returns no attention-pooling weights to draw")
     return Drawn(maps, highlight=Highlight(prediction.tokens, prediction.attention, prediction.label,
-                                           prediction.probability, text=args.text))
+                                           prediction.probability, text=text), text=text)
 
 
-def _from_hf(args: argparse.Namespace) -> Drawn:
+def _hf_source(args: argparse.Namespace) -> Callable[[str], Drawn]:
+    """Load a local Hugging Face model and tokenizer once; the returned function runs them on one text."""
     path = Path(args.hf_model)
     if not path.is_dir():
         raise CheckpointError(f"no model folder at {path}")
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a Hugging Face model folder (it has no config.json)")
     try:
-        import torch
         import transformers
     except ImportError:
         raise ConfigError("--hf-model needs the transformers package: pip install 'attnlab[hf]'") from None
-    from attnlab.viz.capture import capture
 
     with _quiet(transformers):
         try:
@@ -292,20 +384,29 @@ def _from_hf(args: argparse.Namespace) -> Drawn:
             model = auto.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"cannot load the Hugging Face model in {path}: {_first_line(exc)}") from None
-        encoded = tokenizer(args.text, return_tensors="pt")
-        src_tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
-        with torch.no_grad():
+
+    def draw(text: str) -> Drawn:
+        import torch
+
+        from attnlab.viz.capture import capture
+
+        with _quiet(transformers), torch.no_grad():
+            encoded = tokenizer(text, return_tensors="pt")
+            src_tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
             if not config.is_encoder_decoder:
                 with capture(model, src_tokens=src_tokens) as maps:
                     model(**encoded)
-                return Drawn(maps)
-            generated = model.generate(**encoded, max_new_tokens=args.max_new_tokens, num_beams=1, do_sample=False)
+                return Drawn(maps, text=text)
+            generated = model.generate(**encoded, max_new_tokens=args.max_new_tokens, num_beams=1,
+                                       do_sample=False)
             # Teacher-force the translation once more: row t is the decoder state that emitted token t + 1, so
             # the rows are labelled with the emitted tokens.
             emitted = tokenizer.convert_ids_to_tokens(generated[0, 1:].tolist())
             with capture(model, src_tokens=src_tokens, tgt_tokens=emitted) as maps:
                 model(**encoded, decoder_input_ids=generated[:, :-1])
-        return Drawn(maps, tokenizer.decode(generated[0], skip_special_tokens=True))
+            return Drawn(maps, tokenizer.decode(generated[0], skip_special_tokens=True), text=text)
+
+    return draw
 
 
 @contextmanager

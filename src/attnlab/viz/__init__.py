@@ -45,6 +45,7 @@ _EXPORTS = {
     "caption_attention_html": "attnlab.viz.image",
     "save_html": "attnlab.viz.image",
     "AttentionView": "attnlab.viz.views",
+    "Example": "attnlab.viz.views",
     "AttentionSteps": "attnlab.viz.head_steps",
     "HeadExplanation": "attnlab.viz.head_steps",
     "explain_attention": "attnlab.viz.head_steps",

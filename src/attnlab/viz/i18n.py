@@ -44,8 +44,31 @@ _STRINGS: dict[str, dict[str, dict[str, str]]] = {
             "attention": "attention",
             "layer": "layer",
             "head": "head",
+            "scale": "colour scale",
+            "scaleLinear": "linear",
+            "scaleSqrt": "square root",
+            "modeAria": "view",
+            "modeHead": "head view",
+            "modeModel": "model view",
+            "modeMatrix": "matrix",
+            "modeText": "text",
+            "keysHelp": "Keys: \u2191 \u2193 \u2190 \u2192 move the selected token (a thumbnail in the model "
+                        "view, a cell in the matrix) \u00b7 [ ] layer \u00b7 , . head \u00b7 Esc releases.",
             "help": "Hover a token to see what it attends to (top row) or what attends to it (bottom row); "
                     "click to pin, click again or press Escape to release.",
+            "helpHead": "Each line joins a query (left) to a key (right); its opacity is the weight on the colour "
+                        "scale, its colour the head. Hover or click a token to isolate its lines; the boxes show or "
+                        "hide heads.",
+            "helpModel": "Every layer (rows) and head (columns) on one colour scale, so heads can be compared; click a "
+                         "thumbnail to open that head.",
+            "helpMatrix": "Rows are queries, columns keys. Hover a cell for its weight, click to pin it.",
+            "headsAria": "heads shown",
+            "linesAria": "attention lines between queries and keys",
+            "linesCapped": "With no token selected only the {0} strongest lines are drawn; hover a token for all of "
+                           "its lines.",
+            "noHeads": "No head is shown: tick one above.",
+            "thumbAria": "{0}, {1}: entropy {2}",
+            "barAria": "colour scale from {0} to {1}",
             "tokensAria": "tokens",
             "queries": "queries",
             "keys": "keys",
@@ -62,6 +85,25 @@ _STRINGS: dict[str, dict[str, dict[str, str]]] = {
             "keyMost": "key \u201c{0}\u201d is attended most by \u201c{1}\u201d ({2})",
             "pinned": " \u00b7 pinned",
             "cell": "\u201c{0}\u201d \u2192 \u201c{1}\u201d: {2}",
+            "examplesAria": "examples",
+            "examplesHeading": "examples",
+            "exampleN": "example {0}",
+            "exampleOf": "example {0} of {1}",
+            "prediction": "prediction: {0}",
+            "summaryAria": "summaries",
+            "entropyHeading": "entropy per head",
+            "colEntropy": "entropy",
+            "colFocus": "top weight",
+            "entropyNote": "Entropy in nats, averaged over queries: 0 when each query looks at one key, ln n when it "
+                           "spreads over n keys evenly. Top weight: each query's largest weight, averaged. Click a "
+                           "heading to sort, a layer to open that head.",
+            "rolloutHeading": "attention rollout",
+            "rolloutNote": "Abnar & Zuidema (2020): attention chained through all layers, the residual connection "
+                           "counted as half; how much of a position's last representation comes from each token.",
+            "rolloutFor": "\u201c{0}\u201d draws most from:",
+            "alignmentHeading": "argmax alignment",
+            "alignmentNote": "Each target token linked to the source token it attends to most, averaged over all "
+                             "layers and heads (outlined in the matrix). Click one to select it.",
         },
         "highlight": {
             "title": "attention highlights",
@@ -122,8 +164,28 @@ _STRINGS: dict[str, dict[str, dict[str, str]]] = {
             "attention": "注意力",
             "layer": "层",
             "head": "头",
+            "scale": "颜色标尺",
+            "scaleLinear": "线性",
+            "scaleSqrt": "平方根",
+            "modeAria": "视图",
+            "modeHead": "注意力头视图",
+            "modeModel": "模型视图",
+            "modeMatrix": "矩阵",
+            "modeText": "文本",
+            "keysHelp": "按键：\u2191 \u2193 \u2190 \u2192 移动所选词元（模型视图中为缩略图，矩阵中为单元格）"
+                        "\u00b7 [ ] 切换层 \u00b7 , . 切换头 \u00b7 Esc 取消选择。",
             "help": "悬停在上面一行（查询）的词元上，查看它关注哪些词元；"
                     "悬停在下面一行（键）的词元上，查看哪些词元关注它。点击可固定，再次点击或按 Esc 键取消固定。",
+            "helpHead": "每条线连接一个查询（左）和一个键（右）；线的不透明度是颜色标尺上的权重，颜色代表头。"
+                        "悬停或点击一个词元，只显示它的连线；用复选框显示或隐藏各个头。",
+            "helpModel": "所有层（行）和头（列）使用同一颜色标尺，便于比较各个头；点击缩略图可打开该头。",
+            "helpMatrix": "行是查询，列是键。悬停在单元格上查看权重，点击可固定。",
+            "headsAria": "显示的头",
+            "linesAria": "查询与键之间的注意力连线",
+            "linesCapped": "未选择词元时只画出最强的 {0} 条连线；悬停在词元上可查看它的全部连线。",
+            "noHeads": "没有显示任何头：请在上方勾选。",
+            "thumbAria": "{0}，{1}：熵 {2}",
+            "barAria": "颜色标尺：{0} 到 {1}",
             "tokensAria": "词元",
             "queries": "查询",
             "keys": "键",
@@ -140,6 +202,24 @@ _STRINGS: dict[str, dict[str, dict[str, str]]] = {
             "keyMost": "键\u201c{0}\u201d最受\u201c{1}\u201d关注（{2}）",
             "pinned": " \u00b7 已固定",
             "cell": "\u201c{0}\u201d \u2192 \u201c{1}\u201d：{2}",
+            "examplesAria": "示例",
+            "examplesHeading": "示例",
+            "exampleN": "示例 {0}",
+            "exampleOf": "第 {0} 个示例（共 {1} 个）",
+            "prediction": "预测：{0}",
+            "summaryAria": "摘要",
+            "entropyHeading": "各头的熵",
+            "colEntropy": "熵",
+            "colFocus": "最大权重",
+            "entropyNote": "熵的单位为奈特（nat），对各查询取平均：每个查询只关注一个键时为 0，均匀分布在 n 个键上时为 "
+                           "ln n。最大权重：每个查询的最大权重的平均值。点击表头排序，点击层名打开该头。",
+            "rolloutHeading": "注意力展开（rollout）",
+            "rolloutNote": "Abnar 与 Zuidema（2020）：把各层的注意力连乘起来，残差连接按一半计入；"
+                           "表示某个位置最后一层的表示有多少来自各个词元。",
+            "rolloutFor": "\u201c{0}\u201d主要来自：",
+            "alignmentHeading": "argmax 对齐",
+            "alignmentNote": "每个目标端词元连到它最关注的源端词元（对所有层和头取平均，在矩阵中以方框标出）。"
+                             "点击可选中。",
         },
         "highlight": {
             "title": "注意力高亮",

@@ -198,10 +198,15 @@ def _viewer_height(views: list[AttentionView]) -> int:
 def _viewer(obj: Any, query_tokens: Sequence[str] | None, key_tokens: Sequence[str] | None, title: str | None,
             batch: int, lang: str, height: int | None) -> InlineView:
     from attnlab.viz.html import html_document
-    from attnlab.viz.views import as_views, pick_view, select
+    from attnlab.viz.views import Example, as_examples, as_views, pick_view, select
 
-    views = as_views(obj, query_tokens=query_tokens, key_tokens=key_tokens, batch=batch)
-    page = html_document(views, title=title, lang=lang)
+    if isinstance(obj, Example) or (isinstance(obj, list | tuple) and any(isinstance(e, Example) for e in obj)):
+        examples = as_examples(obj, query_tokens=query_tokens, key_tokens=key_tokens, batch=batch)
+        page = html_document(examples, title=title, lang=lang)  # every example; the PNG shows the first
+        views = examples[0].views()
+    else:
+        views = as_views(obj, query_tokens=query_tokens, key_tokens=key_tokens, batch=batch)
+        page = html_document(views, title=title, lang=lang)
     png = None
     if _has_matplotlib():
         from attnlab.viz.heatmap import plot_attention

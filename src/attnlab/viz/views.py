@@ -4,6 +4,9 @@ Accepted inputs: a tensor or array ``(Tq, Tk)``, ``(H, Tq, Tk)``, ``(L, H, Tq, T
 an :class:`~attnlab.viz.capture.AttentionRecord`; a :class:`~attnlab.viz.capture.CaptureResult`; an
 :class:`attnlab.models.base.AttentionMaps`; or :class:`AttentionView` itself (one, or a list of them).
 
+A page may hold several inputs (sentences) at once: each is an :class:`Example`, its attention (any of the inputs
+above) with its tokens, a name and what the model predicted.
+
 Token convention for inputs with several kinds of attention: ``key_tokens`` are the source tokens (encoder
 self-attention, cross-attention keys), ``query_tokens`` the target tokens (decoder self-attention,
 cross-attention queries). With self-attention only, either one labels both axes.
@@ -67,6 +70,52 @@ class AttentionView:
         from attnlab.viz.notebook import inline
 
         return inline(self)._repr_mimebundle_(include, exclude)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input of a page that holds several: its attention, its tokens and what the model made of it.
+
+    Attributes:
+        weights: anything :func:`as_views` accepts (a tensor, a capture result, an ``AttentionMaps``, views).
+        query_tokens: row labels, as for :func:`as_views` (for captures and ``AttentionMaps``: the target tokens).
+        key_tokens: column labels, as for :func:`as_views` (for captures and ``AttentionMaps``: the source tokens).
+        name: how the example is listed, e.g. the source sentence (default: "example N").
+        prediction: what the model predicted for it, e.g. the translation or the label; ``None`` for none.
+        batch: the batch row of batched ``weights``.
+    """
+
+    weights: Any
+    query_tokens: Sequence[str] | None = None
+    key_tokens: Sequence[str] | None = None
+    name: str | None = None
+    prediction: str | None = None
+    batch: int = 0
+
+    def __post_init__(self) -> None:
+        for field in ("name", "prediction"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"Example.{field} must be a string or None, got {type(value).__name__}")
+
+    def views(self) -> list[AttentionView]:
+        """The labelled views of this example (see :func:`as_views`)."""
+        return as_views(self.weights, query_tokens=self.query_tokens, key_tokens=self.key_tokens, batch=self.batch)
+
+
+def as_examples(weights: Any, *, query_tokens: Sequence[str] | None = None,
+                key_tokens: Sequence[str] | None = None, batch: int = 0) -> list[Example]:
+    """``weights`` as a list of examples: an :class:`Example` or a list of them as given, anything else as one."""
+    if isinstance(weights, Example):
+        weights = [weights]
+    items = list(weights) if isinstance(weights, list | tuple) else []
+    if items and any(isinstance(e, Example) for e in items):
+        if not all(isinstance(e, Example) for e in items):
+            raise ConfigError("a list of examples must hold only Example objects; wrap each input in Example(...)")
+        if query_tokens is not None or key_tokens is not None or batch != 0:
+            raise ConfigError("query_tokens, key_tokens and batch belong to each Example, not to the page")
+        return items
+    return [Example(weights, query_tokens, key_tokens, batch=batch)]
 
 
 def _tensor(x: Any) -> torch.Tensor:
