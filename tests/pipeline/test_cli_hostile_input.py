@@ -110,3 +110,16 @@ def test_trace_quotes_an_unparsable_size_short() -> None:
 def test_trace_still_traces_small_sizes() -> None:
     res = run_cli(["trace", "--d-model", "16", "--heads", "2", "--batch", "2", "--seq", "3", "--kv-seq", "4"])
     assert res.rc == 0 and "cross-attention" in res.out and "D=16" in res.out
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain-head", "--seed", "9" * 25], ["explain", "--checkpoint", "x", "--seed", "-3"],
+    ["translate", "--checkpoint", "x", "--beam", "1000000000"], ["evaluate", "--checkpoint", "x", "--beam", "0"],
+    ["predict", "--checkpoint", "x", "--beam", "99999"], ["data", "split", "--seed", "-1", "x"],
+    ["demo", "--seed", "9" * 20],
+])
+def test_seeds_and_beams_out_of_range_are_one_line_usage_errors(argv: list[str]) -> None:
+    result = run_cli(argv)
+    assert result.rc == 2
+    lines = result.error_lines()
+    assert len(lines) == 1 and "expected an integer from" in lines[0] and len(lines[0]) < 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,21 @@ def int_arg(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {short_repr(text, 40)}") from None
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """argparse ``type`` for an integer flag in ``[low, high]`` (seeds: 64-bit; beams: ``MAX_BEAM``), refused with one
+    line before anything is allocated."""
+    def parse(text: str) -> int:
+        value = int_arg(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {short_repr(text, 40)}")
+        return value
+
+    return parse
+
+
+SEED_MAX = 2**63 - 1
 
 
 def tasks_help() -> str:

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from attnlab.cli._run_options import SEED_MAX, int_in
 from attnlab.core.errors import DataError, ExitCode
 from attnlab.data.corpus import MULTI30K_LANGS, MULTI30K_SPLITS, Corpus, iter_lines, multi30k_path, read_tatoeba
 from attnlab.data.download import (
@@ -78,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     split.add_argument("--out", type=Path, required=True, help="split file (JSON)")
     split.add_argument("--valid", type=int, default=1000, help="validation pairs (default 1000)")
     split.add_argument("--test", type=int, default=1000, help="test pairs (default 1000)")
-    split.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    split.add_argument("--seed", type=int_in(0, SEED_MAX), default=0, help="shuffle seed (default 0)")
     split.add_argument("--data-dir", type=Path, default=None, help="data directory (default as for fetch)")
     split.set_defaults(func=run_split)
 

@@ -12,6 +12,8 @@ import math
 import time
 from pathlib import Path
 
+from attnlab.cli._run_options import SEED_MAX, int_in
+
 EXAMPLES = ["21 November 2026", "Nov 21, 2026", "saturday 21 nov 2026", "21/11/26", "Monday, March 3, 1975",
             "1 JAN 2000"]
 
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR",
                    help="run directory; a finished demo there is reused, an unfinished one resumed (default runs/demo)")
     p.add_argument("--max-steps", type=int, default=None, help="training steps (default: the demo recipe's)")
-    p.add_argument("--seed", type=int, default=None, help="training seed")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=None, help="training seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -20,7 +20,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from attnlab.cli._run_options import int_in
 from attnlab.core.errors import ConfigError, DataError
+from attnlab.core.run_config import MAX_BEAM
 from attnlab.data.corpus import read_lines
 from attnlab.evaluate.bleu import EvalReport, score_corpus, score_files
 
@@ -41,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", action="store_true",
                         help="with --checkpoint alone: also fit and score the task's baseline on the same split")
     parser.add_argument("--src", type=Path, help="source file to translate (with --checkpoint)")
-    parser.add_argument("--beam", type=int, default=5, help="beam size of encoder-decoders; 1 = greedy (default 5)")
+    parser.add_argument("--beam", type=int_in(1, MAX_BEAM), default=5,
+                        help="beam size of encoder-decoders; 1 = greedy (default 5)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch with --checkpoint")
     parser.add_argument("--device", default="cpu", help="device with --checkpoint (default cpu)")
     parser.add_argument("--out", type=Path, help="with --checkpoint: also write the translations here")

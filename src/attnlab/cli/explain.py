@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from attnlab.cli._run_options import SEED_MAX, int_in
 from attnlab.core.errors import ConfigError
 
 
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--permutations", type=int, default=5, metavar="P",
                    help="permuted-attention trials per example and attention module (default 5)")
     p.add_argument("--no-checks", action="store_true", help="skip the uniform/permuted attention checks")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random ranking and the permutations (default 0)")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help="seed of the random ranking and the permutations (default 0)")
     p.add_argument("--html", metavar="FILE", help="write every example's maps, one row per method, to FILE")
     p.add_argument("--json", metavar="FILE", help="write the report and every example's scores to FILE")
     p.add_argument("--threads", type=int, default=1, metavar="N",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attnlab.cli._run_options import SEED_MAX, int_in
 from attnlab.core.errors import ConfigError
 
 EXAMPLE_TEXT = "The cat sat on the mat."
@@ -56,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(its first occurrence; a number is always a position); default 0")
     p.add_argument("--causal", action="store_true",
                    help="built-in example only: causal self-attention (each token sees only itself and earlier ones)")
-    p.add_argument("--seed", type=int, default=0, help="built-in example only: the seed of its weights (default 0)")
+    p.add_argument("--seed", type=int_in(0, SEED_MAX), default=0,
+                   help="built-in example only: the seed of its weights (default 0)")
     p.add_argument("--html", metavar="FILE",
                    help="also write a self-contained page where clicking a token chooses the query")
     p.add_argument("--decimals", type=int, default=3, metavar="N", help="decimal places shown (0-8; default 3)")

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from attnlab.cli._run_options import int_in
 from attnlab.cli.translate import read_sentences, write_lines
 from attnlab.core.errors import ConfigError
+from attnlab.core.run_config import MAX_BEAM
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     inputs.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
     add_image_options(p, inputs, many=True)
     p.add_argument("--output", metavar="FILE", help="output file (default: stdout); written only when all is done")
-    p.add_argument("--beam", type=int, default=None, metavar="N", help="beam size for encoder-decoders")
+    p.add_argument("--beam", type=int_in(1, MAX_BEAM), default=None, metavar="N", help="beam size for encoder-decoders")
     p.add_argument("--html", metavar="FILE", help="classifiers: write the attention highlights of every line to FILE")
     p.add_argument("--png", metavar="FILE", help="classifiers: draw the highlights of the first --max-figure lines "
                                                  "(.png, .svg or .pdf)")

@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from attnlab.cli._run_options import int_in
 from attnlab.core.errors import ConfigError, DataError
+from attnlab.core.run_config import MAX_BEAM
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Read one sentence per line (stdin or --input), write one translation per line "
                                    "(stdout or --output).")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint directory, e.g. runs/x/best")
-    p.add_argument("--beam", type=int, default=None, metavar="N",
+    p.add_argument("--beam", type=int_in(1, MAX_BEAM), default=None, metavar="N",
                    help="beam size (default: the run's decode.beam_size)")
     p.add_argument("--n-best", type=int, default=1, metavar="K", help="print the K best hypotheses, tab-separated")
     p.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
