@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnlab-installed
 
-.PHONY: demo test lint bench setup browser clean
+.PHONY: demo test test-notebooks lint bench setup browser clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# The tutorial notebooks, executed headless in fast mode (see notebooks/README.md; about 80 s on 2 idle cores).
+test-notebooks: setup
+	ATTNLAB_NOTEBOOK_FAST=1 $(BIN)/python -m pytest -m notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/attention.py
