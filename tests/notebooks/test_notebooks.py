@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # pytest runs with --import-mode=importlib
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from browser_helpers import DevTools, find_chromium, require_browser  # noqa: E402
 
 pytestmark = pytest.mark.notebooks
 
@@ -207,87 +210,15 @@ def test_inline_views_are_self_contained(name: str, tmp_path_factory: pytest.Tem
 # ------------------------------------------------------------------------------------------- the browser
 
 
-def _require(reason: str) -> None:
-    if os.environ.get("ATTNLAB_REQUIRE_BROWSER"):
-        pytest.fail(f"{reason} (ATTNLAB_REQUIRE_BROWSER is set)")
-    pytest.skip(reason)
-
-
-def _find_chromium() -> str | None:
-    for name in (os.environ.get("ATTNLAB_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-class _Browser:
-    """A few Chrome DevTools Protocol calls over one page's websocket; frames are reached by isolated worlds."""
-
-    def __init__(self, ws_url: str) -> None:
-        import websocket
-
-        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
-        self.events: list[dict[str, Any]] = []
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def js(self, expression: str, context: int | None = None) -> Any:
-        params: dict[str, Any] = {"expression": expression, "returnByValue": True}
-        if context is not None:
-            params["contextId"] = context
-        result = self.call("Runtime.evaluate", **params)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"JS error in test expression: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, context: int | None = None, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        guarded = f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"
-        while not self.js(guarded, context):
-            if time.monotonic() > end:
-                raise TimeoutError(f"timed out waiting for {expression}")
-            time.sleep(0.05)
-
-    def move_to(self, x: float, y: float) -> None:
-        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
-
-    def errors(self) -> list[str]:
-        found = []
-        for e in self.events:
-            method, params = e.get("method"), e.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                found.append(str(params.get("exceptionDetails")))
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append(str(params.get("args")))
-            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-                found.append(params["entry"].get("text", ""))
-            elif method == "Page.javascriptDialogOpening":
-                found.append("dialog: " + params.get("message", ""))
-        return found
-
-    def requests(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
-
-
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[_Browser]:
-    binary = _find_chromium()
+def browser(tmp_path: Path) -> Iterator[DevTools]:
+    binary = find_chromium()
     if binary is None:
-        _require("no Chromium found (apt-get install chromium)")
+        require_browser("no Chromium found (apt-get install chromium)")
     try:
         import websocket  # noqa: F401
     except ImportError:
-        _require("websocket-client is not installed (pip install attnlab[test])")
+        require_browser("websocket-client is not installed (pip install attnlab[test])")
     profile = tmp_path / "chromium-profile"
     log = (tmp_path / "chromium.log").open("wb")
     # Sandboxed frames stay in the page's process, so the test reaches them through the page's own connection.
@@ -306,7 +237,7 @@ def browser(tmp_path: Path) -> Iterator[_Browser]:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
             pages = [t for t in json.load(resp) if t["type"] == "page"]
-        tools = _Browser(pages[0]["webSocketDebuggerUrl"])
+        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
         for domain in ("Page", "Runtime", "Log", "Network"):
             tools.call(f"{domain}.enable")
         yield tools
@@ -342,7 +273,7 @@ FRAME_STATE = ("({tokens: Array.from(document.querySelectorAll('#hv-q .hv-tok'))
 @pytest.mark.browser
 @pytest.mark.timeout(TIMEOUT + 120)
 def test_two_viewers_of_an_exported_notebook_respond_independently(
-        browser: _Browser, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+        browser: DevTools, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     pytest.importorskip("nbconvert")
     page = _export(_executed("05-transformer-real-corpus.ipynb", tmp_path_factory))
     assert not EXTERNAL.search(page), f"the export links {EXTERNAL.search(page)[0]!r}"

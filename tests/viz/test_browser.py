@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +26,10 @@ import torch
 from attnlab.models.base import AttentionMaps
 from attnlab.viz.html import write_html
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # pytest runs with --import-mode=importlib
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from browser_helpers import DevTools, find_chromium, require_browser  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
 SRC = ["</script><script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"double\" 'single'", "我爱你",
@@ -32,93 +37,15 @@ SRC = ["</script><script>alert(1)</script>", "<img src=x onerror=alert(1)>", "\"
 TGT = ["I", "<b>love</b>", "you", "!"]
 
 
-def _require(reason: str) -> None:
-    if os.environ.get("ATTNLAB_REQUIRE_BROWSER"):
-        pytest.fail(f"{reason} (ATTNLAB_REQUIRE_BROWSER is set)")
-    pytest.skip(reason)
-
-
-def _find_chromium() -> str | None:
-    for name in (os.environ.get("ATTNLAB_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-class DevTools:
-    """The few Chrome DevTools Protocol calls the test needs, over one page's websocket."""
-
-    def __init__(self, ws_url: str) -> None:
-        import websocket
-
-        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
-        self.events: list[dict[str, Any]] = []
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def js(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"JS error in test expression: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, timeout: float = 20.0) -> None:
-        end = time.monotonic() + timeout
-        guarded = f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"  # mid-navigation
-        while not self.js(guarded):
-            if time.monotonic() > end:
-                raise TimeoutError(f"timed out waiting for {expression}")
-            time.sleep(0.05)
-
-    def hover(self, selector: str) -> None:
-        box = self.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                      " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
-        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=box[0], y=box[1])
-
-    def click(self, selector: str) -> None:
-        self.hover(selector)
-        box = self.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                      " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
-        for kind in ("mousePressed", "mouseReleased"):
-            self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
-
-    def errors(self) -> list[str]:
-        found = []
-        for e in self.events:
-            method, params = e.get("method"), e.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                found.append(str(params.get("exceptionDetails")))
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                found.append(str(params.get("args")))
-            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-                found.append(params["entry"].get("text", ""))
-            elif method == "Page.javascriptDialogOpening":
-                found.append("dialog: " + params.get("message", ""))
-        return found
-
-    def requests(self) -> list[str]:
-        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
-
-
 @pytest.fixture(scope="module")
 def devtools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
-    binary = _find_chromium()
+    binary = find_chromium()
     if binary is None:
-        _require("no Chromium found (apt-get install chromium)")
+        require_browser("no Chromium found (apt-get install chromium)")
     try:
         import websocket  # noqa: F401
     except ImportError:
-        _require("websocket-client is not installed (pip install attnlab[test])")
+        require_browser("websocket-client is not installed (pip install attnlab[test])")
     profile = tmp_path_factory.mktemp("chromium-profile")
     log = (profile.parent / "chromium.log").open("wb")
     proc = subprocess.Popen(

@@ -1,0 +1,100 @@
+"""Headless Chromium for the browser tests, driven over the Chrome DevTools Protocol (shared by tests/viz and
+tests/notebooks; pytest runs with --import-mode=importlib, so test files put tests/ on sys.path to import it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import pytest
+
+
+def require_browser(reason: str) -> None:
+    """Skip, or fail when CI demands the browser tests (ATTNLAB_REQUIRE_BROWSER)."""
+    if os.environ.get("ATTNLAB_REQUIRE_BROWSER"):
+        pytest.fail(f"{reason} (ATTNLAB_REQUIRE_BROWSER is set)")
+    pytest.skip(reason)
+
+
+def find_chromium() -> str | None:
+    for name in (os.environ.get("ATTNLAB_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+class DevTools:
+    """The few Chrome DevTools Protocol calls the tests need, over one page's websocket; ``context`` selects an
+    execution context (a frame's isolated world) for ``js`` and ``wait_for``."""
+
+    def __init__(self, ws_url: str) -> None:
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self.events: list[dict[str, Any]] = []
+        self.next_id = 0
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def js(self, expression: str, context: int | None = None) -> Any:
+        params: dict[str, Any] = {"expression": expression, "returnByValue": True}
+        if context is not None:
+            params["contextId"] = context
+        result = self.call("Runtime.evaluate", **params)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"JS error in test expression: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, context: int | None = None, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        guarded = f"(() => {{ try {{ return !!({expression}); }} catch (e) {{ return false; }} }})()"  # mid-navigation
+        while not self.js(guarded, context):
+            if time.monotonic() > end:
+                raise TimeoutError(f"timed out waiting for {expression}")
+            time.sleep(0.05)
+
+    def move_to(self, x: float, y: float) -> None:
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+
+    def _centre(self, selector: str) -> list[float]:
+        return self.js(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                       " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+
+    def hover(self, selector: str) -> None:
+        self.move_to(*self._centre(selector))
+
+    def click(self, selector: str) -> None:
+        self.hover(selector)
+        x, y = self._centre(selector)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def errors(self) -> list[str]:
+        """JavaScript exceptions, console errors, error log entries and dialogs seen so far."""
+        found = []
+        for e in self.events:
+            method, params = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                found.append(str(params.get("exceptionDetails")))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                found.append(str(params.get("args")))
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                found.append(params["entry"].get("text", ""))
+            elif method == "Page.javascriptDialogOpening":
+                found.append("dialog: " + params.get("message", ""))
+        return found
+
+    def requests(self) -> list[str]:
+        return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
