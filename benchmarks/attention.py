@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,7 +34,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import environment, median_times  # noqa: E402
 
-from attnlab.attention import MultiHeadAttention, multihead  # noqa: E402
+from attnlab.attention import MultiHeadAttention  # noqa: E402
+from attnlab.attention.multihead import DEFAULT_POLICY  # noqa: E402
 from attnlab.train.allocator import keep_freed_memory  # noqa: E402
 
 SHAPES = [(64, 32, 512, 8), (16, 128, 512, 8), (4, 512, 512, 8), (1, 2048, 512, 8)]
@@ -82,9 +84,13 @@ def time_shapes(repeats: int, shapes: list[tuple[int, int, int, int]]) -> list[d
     return rows
 
 
-def _kernel_call(module: nn.Module, x: torch.Tensor, lens: torch.Tensor | None, threshold: int, train: bool):
+def _kernel_call(module: MultiHeadAttention, x: torch.Tensor, lens: torch.Tensor | None, threshold: int,
+                 train: bool):
+    # Multi-query score matrices up to this size take the plain matmul path.
+    policy = replace(DEFAULT_POLICY, small_scores=threshold)
+
     def run():
-        multihead._SMALL_SCORES = threshold  # multi-query score matrices up to this size take the plain matmul path
+        module.policy = policy
         module.train(train)
         if train:
             module(x, valid_lens=lens).output.sum().backward()
@@ -100,31 +106,26 @@ KERNEL_SIZES = [(512, 8), (128, 4)]  # (d_model, heads): the benchmark's and Tra
 
 def time_kernels(repeats: int, shapes: list[tuple[int, int]], sizes: list[tuple[int, int]]) -> list[dict]:
     """attnlab's fast path with SDPA against the plain matmul path, which the module takes for multi-query score
-    matrices up to ``multihead._SMALL_SCORES`` entries: the measurement behind that threshold. Each shape runs
+    matrices up to ``PathPolicy.small_scores`` entries: the measurement behind that threshold. Each shape runs
     unmasked and with random padding (``valid_lens`` drawn from 1..seq, as in bucketed training batches)."""
-    saved = multihead._SMALL_SCORES
     rows = []
-    try:
-        for d_model, heads in sizes:
-            for batch, seq in shapes:
-                torch.manual_seed(0)
-                module = MultiHeadAttention(d_model, heads)
-                x = torch.randn(batch, seq, d_model)
-                xg = x.clone().requires_grad_(True)
-                lens = torch.randint(1, seq + 1, (batch,))
-                for mode, train in (("forward", False), ("forward+backward", True)):
-                    row = {"size": f"{d_model}, {heads}", "shape": f"({batch}, {seq})", "mode": mode}
-                    for padded in (False, True):
-                        fns = {name: _kernel_call(module, xg if train else x, lens if padded else None, threshold,
-                                                  train)
-                               for name, threshold in (("sdpa", 0), ("matmul", 10**9))}
-                        t = median_times(fns, repeats=repeats)
-                        key = "padded" if padded else "plain"
-                        row[f"{key}_sdpa_ms"], row[f"{key}_matmul_ms"] = 1e3 * t["sdpa"], 1e3 * t["matmul"]
-                        row[f"{key}_ratio"] = t["matmul"] / t["sdpa"]
-                    rows.append(row)
-    finally:
-        multihead._SMALL_SCORES = saved
+    for d_model, heads in sizes:
+        for batch, seq in shapes:
+            torch.manual_seed(0)
+            module = MultiHeadAttention(d_model, heads)
+            x = torch.randn(batch, seq, d_model)
+            xg = x.clone().requires_grad_(True)
+            lens = torch.randint(1, seq + 1, (batch,))
+            for mode, train in (("forward", False), ("forward+backward", True)):
+                row = {"size": f"{d_model}, {heads}", "shape": f"({batch}, {seq})", "mode": mode}
+                for padded in (False, True):
+                    fns = {name: _kernel_call(module, xg if train else x, lens if padded else None, threshold, train)
+                           for name, threshold in (("sdpa", 0), ("matmul", 10**9))}
+                    t = median_times(fns, repeats=repeats)
+                    key = "padded" if padded else "plain"
+                    row[f"{key}_sdpa_ms"], row[f"{key}_matmul_ms"] = 1e3 * t["sdpa"], 1e3 * t["matmul"]
+                    row[f"{key}_ratio"] = t["matmul"] / t["sdpa"]
+                rows.append(row)
     return rows
 
 
@@ -197,7 +198,7 @@ def main() -> None:
     worst = max(r["ratio"] for r in rows)
     print(f"\nworst ratio (attnlab / torch): {worst:.2f}")
     print("\nfast path kernels: SDPA against the plain matmul path (used for multi-query score matrices up to "
-          f"{multihead._SMALL_SCORES} entries); padded = random valid_lens")
+          f"{DEFAULT_POLICY.small_scores} entries); padded = random valid_lens")
     print("| (d_model, heads) | (batch, seq) | mode | SDPA ms | matmul ms | matmul / SDPA | padded: SDPA ms "
           "| padded: matmul ms | padded: matmul / SDPA |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")

@@ -3,16 +3,16 @@
 Run: .venv/bin/python benchmarks/kernel_threshold.py [--checkpoint runs/en-de/best] [--sentences 500]
      [--steps 40] [--size tiny|base] [--threads 2] [--repeats 3]
 
-``multihead._SMALL_SCORES`` sends score matrices of several queries and at most that many entries to the plain
-matmul path instead of SDPA; ``multihead._SMALL_SCORES_ONE_QUERY`` does the same for one-query steps (KV-cached
-decoding). ``benchmarks/attention.py`` times the attention call alone; this script times what the choices are
-for, each pair of settings alternating in one process (A B, B A, ...):
+``PathPolicy.small_scores`` (``attnlab.attention.multihead``) sends score matrices of several queries and at most
+that many entries to the plain matmul path instead of SDPA; ``PathPolicy.small_scores_one_query`` does the same for
+one-query steps (KV-cached decoding). ``benchmarks/attention.py`` times the attention call alone; this script times
+what the choices are for, each pair of settings alternating in one process (A B, B A, ...):
 
 * decoding (needs ``--checkpoint``, a model trained by ``attnlab train``; its source language's
   ``test_2016_flickr`` file, first ``--sentences`` lines): greedy and beam 5 with one-query steps on the kernel
-  (``_SMALL_SCORES_ONE_QUERY = 0``, the default) against the plain path (``= _SMALL_SCORES``);
+  (``small_scores_one_query = 0``, the default) against the plain path (``= small_scores``);
 * training: trainer steps of ``benchmarks/train_throughput.py``'s Transformer (``--size``: tiny or base; bf16
-  autocast, Multi30k En-De batches of 4,096 tokens built as there) with ``_SMALL_SCORES`` at its default against
+  autocast, Multi30k En-De batches of 4,096 tokens built as there) with ``small_scores`` at its default against
   0 (SDPA for every multi-query matrix), with glibc keeping freed memory as ``attnlab train`` does.
 """
 
@@ -22,21 +22,39 @@ import argparse
 import statistics
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput  # noqa: E402
 from _timing import environment, median_times  # noqa: E402
 
-from attnlab.attention import multihead  # noqa: E402
+from attnlab.attention.multihead import DEFAULT_POLICY, MultiHeadAttention, PathPolicy  # noqa: E402
 from attnlab.data.corpus import multi30k_path, read_lines  # noqa: E402
 from attnlab.pipeline.load import load_translator  # noqa: E402
 from attnlab.train.allocator import keep_freed_memory  # noqa: E402
 
-DEFAULT = multihead._SMALL_SCORES
+DEFAULT = DEFAULT_POLICY.small_scores
+
+
+def _policy_setter(model: nn.Module, policy: PathPolicy):
+    """A function that gives every multi-head attention of ``model`` ``policy`` (cheap enough to call every step)."""
+    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+
+    def apply() -> None:
+        for module in modules:
+            module.policy = policy
+    return apply
+
+
+def _step_model(step) -> nn.Module:
+    """The model behind train_throughput's attnlab step (its closure holds the trainer)."""
+    cells = (cell.cell_contents for cell in step.__closure__ or ())
+    return next(c.model for c in cells if isinstance(getattr(c, "model", None), nn.Module))
 
 
 def time_decoding(checkpoint: str, sentences: int, repeats: int) -> list[dict]:
@@ -45,13 +63,14 @@ def time_decoding(checkpoint: str, sentences: int, repeats: int) -> list[dict]:
     src = read_lines(multi30k_path("test_2016_flickr", src_lang))[:sentences]
 
     def call(one_query: int, beam: int):
+        use_policy = _policy_setter(translator.model, replace(DEFAULT_POLICY, small_scores_one_query=one_query))
+
         def run():
-            multihead._SMALL_SCORES_ONE_QUERY = one_query
+            use_policy()
             with torch.no_grad():
                 translator.translate(src, beam_size=beam)
         return run
 
-    saved = multihead._SMALL_SCORES_ONE_QUERY
     rows = []
     try:
         for beam in (1, 5):
@@ -59,7 +78,7 @@ def time_decoding(checkpoint: str, sentences: int, repeats: int) -> list[dict]:
             rows.append({"beam": beam, "kernel_s": t["kernel"], "plain_s": t["plain"],
                          "ratio": t["plain"] / t["kernel"]})
     finally:
-        multihead._SMALL_SCORES_ONE_QUERY = saved
+        _policy_setter(translator.model, DEFAULT_POLICY)()
     return rows
 
 
@@ -67,8 +86,10 @@ def time_training(size: str, steps: int, warmup: int = 2) -> dict:
     batches, vocab, _ = train_throughput.load_batches(warmup + steps, 4096, 8000, seed=0)
 
     def with_threshold(step, threshold: int):
+        use_policy = _policy_setter(_step_model(step), replace(DEFAULT_POLICY, small_scores=threshold))
+
         def run(batch):
-            multihead._SMALL_SCORES = threshold
+            use_policy()
             step(batch)
         return run
 
@@ -76,10 +97,7 @@ def time_training(size: str, steps: int, warmup: int = 2) -> dict:
         cands = train_throughput.make_candidates(size, vocab, True, True, Path(tmp))
         # train_throughput's alternating timer, its two slots holding attnlab's step under the two settings
         pair = SimpleNamespace(attnlab=with_threshold(cands.attnlab, DEFAULT), torch=with_threshold(cands.attnlab, 0))
-        try:
-            times = train_throughput.time_steps(pair, batches, warmup)
-        finally:
-            multihead._SMALL_SCORES = DEFAULT
+        times = train_throughput.time_steps(pair, batches, warmup)
     lengths = [b.tgt_out.shape[1] for b in batches[warmup:]]
     ratios = [a / b for a, b in zip(times["attnlab"], times["torch"], strict=True)]
     short = [r for r, n in zip(ratios, lengths, strict=True) if n * n <= DEFAULT]
@@ -99,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    print(f"# {environment()}; _SMALL_SCORES = {DEFAULT}")
+    print(f"# {environment()}; PathPolicy.small_scores = {DEFAULT}")
     if args.checkpoint:
         print(f"\ndecoding {args.sentences} test_2016_flickr sentences with {args.checkpoint}, batch 64")
         print("| beam | one-query steps on the kernel s | on the plain path s | plain / kernel |")
@@ -114,7 +132,7 @@ def main() -> None:
           "| their median ratio |")
     print("|---|---:|---:|---:|---:|")
     print(f"| SDPA for every multi-query matrix | {r['total_sdpa']:.2f} | 1.000 | | |")
-    print(f"| _SMALL_SCORES = {DEFAULT} (default) | {r['total_default']:.2f} | {r['median_ratio']:.3f} | "
+    print(f"| small_scores = {DEFAULT} (default) | {r['total_default']:.2f} | {r['median_ratio']:.3f} | "
           f"{r['short']} | {r['short_ratio']:.3f} |")
 
 

@@ -11,6 +11,21 @@ from typing import Any
 
 import pytest
 
+NO_CHROMIUM = "no Chromium found (apt-get install chromium)"
+"""The skip reason of a browser test on a machine without Chromium (see :func:`skipped_without_chromium`)."""
+SKIPPED_WITHOUT_CHROMIUM = ("browser tests skipped: chromium not found "
+                            "(install Debian's chromium to run them: make browser)")
+"""The one line tests/conftest.py prints at the end of a run whose browser tests were skipped for that reason."""
+
+
+def skipped_without_chromium(reports: list[Any]) -> int:
+    """How many of pytest's skipped ``reports`` are browser tests skipped because no Chromium was found."""
+    def reason(report: Any) -> str:
+        longrepr = report.longrepr
+        return str(longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else longrepr)
+
+    return sum("browser" in report.keywords and NO_CHROMIUM in reason(report) for report in reports)
+
 
 def require_browser(reason: str) -> None:
     """Skip, or fail when CI demands the browser tests (ATTNLAB_REQUIRE_BROWSER)."""

@@ -1,4 +1,6 @@
-"""MultiHeadAttention against nn.MultiheadAttention and SDPA; fused == explicit; cache == full pass."""
+"""MultiHeadAttention against nn.MultiheadAttention and SDPA; every path == the explicit one; cache == full pass."""
+
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 import torch
@@ -9,6 +11,26 @@ from torch import nn
 
 from attnlab.attention import KVCache, MultiHeadAttention, causal_mask, trace
 from attnlab.attention.functional import explicit_attention, fused_attention
+from attnlab.attention.multihead import DEFAULT_POLICY, PathPolicy
+
+_NEVER = 2**62
+# Policies that force each path wherever it is allowed, whatever the sizes (the head-group path: inference without
+# weights or cache only; elsewhere that policy takes the fused path).
+POLICIES = {
+    "explicit": PathPolicy(small_scores=_NEVER, small_scores_one_query=_NEVER, long_scores=_NEVER),
+    "fused": PathPolicy(small_scores=0, small_scores_one_query=0, long_scores=_NEVER),
+    "head_groups": PathPolicy(small_scores=0, small_scores_one_query=0, long_scores=0),
+}
+
+
+def _spy_paths(monkeypatch) -> list[str]:
+    """The paths that ``MultiHeadAttention.forward`` takes from now on, in order (appended to the returned list)."""
+    taken = []
+    for path in ("explicit", "fused", "head_groups", "traced"):
+        real = getattr(MultiHeadAttention, f"_forward_{path}")
+        monkeypatch.setattr(MultiHeadAttention, f"_forward_{path}",
+                            lambda self, *a, _real=real, _path=path, **k: taken.append(_path) or _real(self, *a, **k))
+    return taken
 
 
 def _torch_pair(d_model=16, heads=4, kdim=None, vdim=None, bias=True, batch_first=True, seed=0):
@@ -28,10 +50,8 @@ def _call_torch(ref, q, k, v, attn_mask=None, kpm=None, batch_first=True):
     return (out if batch_first else out.transpose(0, 1)), w
 
 
-@pytest.mark.parametrize("batch_first", [True, False])
-@pytest.mark.parametrize("kind", ["self", "cross", "cross_kdim"])
-@pytest.mark.parametrize("masking", ["none", "padding", "causal", "both"])
-def test_matches_nn_multihead_attention(batch_first, kind, masking):
+def _torch_case(kind, masking, batch_first=True):
+    """``(ref, ours, (q, k, v), torch masks, our (key, value), our keyword arguments)`` for one comparison."""
     kdim = vdim = None
     if kind == "cross_kdim":
         kdim, vdim = 6, 10
@@ -51,9 +71,16 @@ def test_matches_nn_multihead_attention(batch_first, kind, masking):
     if masking in ("causal", "both"):
         attn_mask = ~causal_mask(Tq, Tk)
         our_kwargs["is_causal"] = True
+    ours_kv = (None, None) if kind == "self" else (k, v)
+    return ref, ours, (q, k, v), (attn_mask, kpm), ours_kv, our_kwargs
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kind", ["self", "cross", "cross_kdim"])
+@pytest.mark.parametrize("masking", ["none", "padding", "causal", "both"])
+def test_matches_nn_multihead_attention(batch_first, kind, masking):
+    ref, ours, (q, k, v), (attn_mask, kpm), (key, value), our_kwargs = _torch_case(kind, masking, batch_first)
     ref_out, ref_w = _call_torch(ref, q, k, v, attn_mask, kpm, batch_first)
-    key = None if kind == "self" else k
-    value = None if kind == "self" else v
     out, w = ours(q, key, value, need_weights=True, **our_kwargs)
     finite = torch.isfinite(ref_out).all(-1)
     torch.testing.assert_close(out[finite], ref_out[finite])
@@ -61,6 +88,21 @@ def test_matches_nn_multihead_attention(batch_first, kind, masking):
     fast, none_w = ours(q, key, value, **our_kwargs)
     assert none_w is None
     torch.testing.assert_close(fast, out)
+
+
+@pytest.mark.parametrize("path", list(POLICIES))
+@pytest.mark.parametrize("kind", ["self", "cross", "cross_kdim"])
+@pytest.mark.parametrize("masking", ["none", "padding", "causal", "both"])
+def test_every_path_matches_nn_multihead_attention(monkeypatch, path, kind, masking):
+    ref, ours, (q, k, v), (attn_mask, kpm), (key, value), our_kwargs = _torch_case(kind, masking)
+    ref_out, _ = _call_torch(ref, q, k, v, attn_mask, kpm)
+    ours.policy = POLICIES[path]
+    taken = _spy_paths(monkeypatch)
+    with torch.no_grad():
+        out, w = ours(q, key, value, **our_kwargs)
+    assert taken == [path] and w is None
+    finite = torch.isfinite(ref_out).all(-1)  # PyTorch gives NaN where a query sees no key; we give the bias
+    torch.testing.assert_close(out[finite], ref_out[finite])
 
 
 def test_fully_masked_rows_differ_from_pytorch_by_design():
@@ -114,53 +156,103 @@ def _mask_kinds(B, H, Tq, Tk):
     }
 
 
+def _call_on_path(mha, policy, x, kwargs, *, need_weights, grad, seed=1):
+    """Output, weights and gradients (parameters and input; none without ``grad``) of one seeded call."""
+    mha.policy = policy
+    mha.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_(grad)
+    torch.manual_seed(seed)
+    with torch.set_grad_enabled(grad):
+        out, weights = mha(x, need_weights=need_weights, **kwargs)
+    grads = {}
+    if grad:
+        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(2))).sum().backward()
+        grads = {name: p.grad for name, p in mha.named_parameters()} | {"input": x.grad}
+    return out, weights, grads
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
-@pytest.mark.parametrize("T", [6, 48])  # 48*48 > the small-matrix threshold: exercises the fused kernel
+@pytest.mark.parametrize("T", [6, 48])
 @pytest.mark.parametrize("kind", list(_mask_kinds(3, 4, 6, 6)))
-def test_fused_path_equals_explicit_path_under_every_mask_kind(T, kind, dropout):
+@pytest.mark.parametrize("path", list(POLICIES))
+def test_every_path_equals_the_explicit_path_under_every_mask_kind(monkeypatch, path, kind, T, dropout):
+    """Each path, forced by its policy without weights, gives the explicit path's output and gradients."""
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4, dropout=dropout).train(dropout > 0)
     x = torch.randn(3, T, 16)
     kwargs = _mask_kinds(3, 4, T, T)[kind]
+    grad = path != "head_groups"  # that path is for inference: without autograd
     # With dropout, the same seed gives the same mask: on the CPU, SDPA's dropout (its math backend) and the explicit
     # path's F.dropout both draw one Bernoulli mask over the (B, H, Tq, Tk) weights. (CUDA kernels draw theirs
-    # inside the kernel; there only the statistics of test_attention_dropout_is_unbiased_on_every_path hold.)
-    torch.manual_seed(1)
-    slow, weights = mha(x, need_weights=True, **kwargs)
-    torch.manual_seed(1)
-    fast, _ = mha(x, **kwargs)
-    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    # inside the kernel; there only the statistics of test_attention_dropout_is_unbiased_on_every_path hold.) The
+    # head-group path draws one mask per group: one group of every head draws the fused path's mask.
+    policy = replace(POLICIES[path], group_heads=4) if dropout else POLICIES[path]
+    expected, weights, expected_grads = _call_on_path(mha, DEFAULT_POLICY, x, kwargs, need_weights=True, grad=grad)
+    taken = _spy_paths(monkeypatch)
+    out, none, grads = _call_on_path(mha, policy, x, kwargs, need_weights=False, grad=grad)
+    assert taken == [path] and none is None
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+    for name, grad_value in grads.items():
+        torch.testing.assert_close(grad_value, expected_grads[name], atol=1e-5, rtol=1e-4,
+                                   msg=lambda m, n=name: f"{n}.grad: {m}")
     assert torch.isfinite(weights).all()
-    empty_rows = weights.sum(-1) == 0
     if kind in ("lens", "causal_lens"):
-        assert empty_rows[0].all()  # batch row 0 has no keys: zero weights everywhere
+        assert (weights[0].sum(-1) == 0).all()  # batch row 0 has no keys: zero weights everywhere
+
+
+def test_path_policy_rules_weights_first_then_size_and_head_groups_only_for_plain_inference():
+    choose = PathPolicy(small_scores=100, small_scores_one_query=10, long_scores=1000, group_heads=2).choose
+    assert choose(10, 10) == "explicit"  # up to small_scores entries: the explicit path
+    assert choose(10, 11) == "fused"
+    assert choose(1, 10) == "explicit"  # one query (cached decoding): its own threshold
+    assert choose(1, 11) == "fused"
+    assert choose(40, 40, grad=False) == "head_groups"  # from long_scores, inference only
+    assert choose(40, 40, grad=True) == "fused"
+    assert choose(40, 40, grad=False, cached=True) == "fused"
+    assert choose(40, 40, grad=False, need_weights=True) == "explicit"  # weights exist on the explicit path only
+    assert choose(40, 40, grad=False, hooked=True) == "explicit"
+    with pytest.raises(ValueError, match="small_scores"):
+        PathPolicy(small_scores=-1)
+    with pytest.raises(ValueError, match="group_heads"):
+        PathPolicy(group_heads=0)
+    with pytest.raises(FrozenInstanceError):
+        DEFAULT_POLICY.small_scores = 0
+    with pytest.raises(TypeError, match="PathPolicy"):
+        MultiHeadAttention(16, 4, policy={"small_scores": 0})
+    mha = MultiHeadAttention(16, 4)
+    assert mha.policy is DEFAULT_POLICY and "policy" not in repr(mha)
+    assert "small_scores=0" in repr(MultiHeadAttention(16, 4, policy=POLICIES["fused"]))
+    assert set(mha.state_dict()) == set(MultiHeadAttention(16, 4, policy=POLICIES["fused"]).state_dict())
 
 
 @pytest.mark.parametrize("train", [False, True])
-def test_kernel_choice_without_weights_short_multi_query_explicit_else_fused(monkeypatch, train):
-    from attnlab.attention import multihead
-
-    calls = []
-    for name in ("explicit_attention", "fused_attention"):
-        real = getattr(multihead, name)
-        spy = lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k)  # noqa: E731
-        monkeypatch.setattr(multihead, name, spy)
-    torch.manual_seed(0)
-    mha = MultiHeadAttention(16, 4).train(train)
+def test_forward_takes_the_path_its_policy_chooses(monkeypatch, train):
+    taken = _spy_paths(monkeypatch)
+    policy = PathPolicy(small_scores=64, small_scores_one_query=4, long_scores=400)
+    mha = MultiHeadAttention(16, 4, policy=policy).train(train)
 
     def path(*args, **kwargs):
-        calls.clear()
+        taken.clear()
         with torch.set_grad_enabled(train):
             mha(*args, **kwargs)
-        return calls[-1]
+        return taken[0] if len(taken) == 1 else taken
 
-    assert path(torch.randn(2, 16, 16)) == "explicit_attention"  # 16 x 16 scores: the explicit matmul path
-    assert path(torch.randn(2, 17, 16)) == "fused_attention"  # 17 x 17 > the threshold: SDPA
-    assert path(torch.randn(2, 8, 16), torch.randn(2, 40, 16)) == "fused_attention"  # 8 x 40 = 320 > 256
-    assert path(torch.randn(2, 8, 16), valid_lens=torch.tensor([3, 8]), is_causal=True) == "explicit_attention"
-    assert path(torch.randn(2, 1, 16), torch.randn(2, 5, 16)) == "fused_attention"  # one query: KV-cached decoding
+    assert path(torch.randn(2, 8, 16)) == "explicit"  # 8 x 8 = 64 entries
+    assert path(torch.randn(2, 9, 16)) == "fused"
+    assert path(torch.randn(2, 8, 16), torch.randn(2, 9, 16)) == "fused"  # 8 x 9 = 72
+    assert path(torch.randn(2, 8, 16), valid_lens=torch.tensor([3, 8]), is_causal=True) == "explicit"
+    assert path(torch.randn(2, 1, 16), torch.randn(2, 4, 16)) == "explicit"  # one query: 4 entries
+    assert path(torch.randn(2, 1, 16), torch.randn(2, 5, 16)) == "fused"
+    assert path(torch.randn(2, 20, 16)) == ("fused" if train else "head_groups")  # 400 entries: inference only
+    assert path(torch.randn(2, 20, 16), need_weights=True) == "explicit"
     cache = KVCache()
-    assert path(torch.randn(2, 1, 16), cache=cache, is_causal=True) == "fused_attention"
+    assert path(torch.randn(2, 20, 16), cache=cache, is_causal=True) == "fused"
+    assert path(torch.randn(2, 1, 16), cache=cache, is_causal=True) == "fused"  # 1 x 21 cached keys
+    with trace():
+        assert path(torch.randn(2, 20, 16)) == "traced"
+    handle = mha.register_weights_hook(lambda module, weights: None)
+    assert path(torch.randn(2, 20, 16)) == "explicit"
+    handle.remove()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -185,14 +277,19 @@ def test_inference_weights_path_in_place_softmax_equals_the_autograd_path(kind, 
         assert not allowed[0].any()  # fully masked batch row: zeros, not a uniform row
 
 
+@pytest.mark.parametrize("path", ["fused", "head_groups"])
 @pytest.mark.parametrize("dtype,atol", [(torch.bfloat16, 2e-2), (torch.float16, 2e-3)])
-def test_fused_equals_explicit_in_half_precision_within_documented_bounds(dtype, atol):
+def test_every_path_equals_explicit_in_half_precision_within_documented_bounds(monkeypatch, dtype, atol, path):
     torch.manual_seed(0)
     mha = MultiHeadAttention(32, 4).to(dtype).eval()
     x = torch.randn(2, 48, 32).to(dtype)
     lens = torch.tensor([48, 30])
     slow, _ = mha(x, valid_lens=lens, need_weights=True)
-    fast, _ = mha(x, valid_lens=lens)
+    mha.policy = POLICIES[path]
+    taken = _spy_paths(monkeypatch)
+    with torch.set_grad_enabled(path != "head_groups"):
+        fast, _ = mha(x, valid_lens=lens)
+    assert taken == [path]
     torch.testing.assert_close(fast.float(), slow.float(), atol=atol, rtol=atol)
 
 
@@ -210,12 +307,17 @@ def test_functional_paths_match_sdpa_directly():
                                ref_causal)
 
 
+@pytest.mark.parametrize("path", list(POLICIES))
 @pytest.mark.parametrize("T", [7, 45])
-def test_kv_cache_step_by_step_equals_full_causal_pass(T):
+def test_kv_cache_step_by_step_equals_full_causal_pass(T, path):
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4).eval()
     x = torch.randn(2, T, 16)
-    full, _ = mha(x, is_causal=True)
+    reference, _ = mha(x, is_causal=True, need_weights=True)  # the explicit path, without a cache
+    mha.policy = POLICIES[path]  # the head-group path has no cache: its policy sends cached calls to the kernel
+    with torch.no_grad():
+        full, _ = mha(x, is_causal=True)
+    torch.testing.assert_close(full, reference, atol=1e-6, rtol=1e-5)
     cache = KVCache()
     steps = [mha(x[:, t:t + 1], is_causal=True, cache=cache).output for t in range(T)]
     assert len(cache) == T
@@ -227,13 +329,15 @@ def test_kv_cache_step_by_step_equals_full_causal_pass(T):
     torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=1e-6, rtol=1e-5)
 
 
-def test_static_cross_attention_cache_projects_memory_once_and_reorders():
+@pytest.mark.parametrize("path", ["explicit", "fused"])
+def test_static_cross_attention_cache_projects_memory_once_and_reorders(path):
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4, kdim=8, vdim=8).eval()
     mem = torch.randn(3, 5, 8)
     lens = torch.tensor([5, 3, 1])
     q = torch.randn(3, 4, 16)
     full, w_full = mha(q, mem, valid_lens=lens, need_weights=True)
+    mha.policy = POLICIES[path]
     cache = KVCache(static=True)
     outs = [mha(q[:, t:t + 1], mem, valid_lens=lens, cache=cache).output for t in range(4)]
     torch.testing.assert_close(torch.cat(outs, 1), full)
@@ -249,7 +353,8 @@ def test_static_cross_attention_cache_projects_memory_once_and_reorders():
 def test_gradcheck_float64_both_paths_with_fully_masked_rows():
     torch.manual_seed(0)
     mha = MultiHeadAttention(4, 2).double()
-    for T, need in ((3, True), (41, False)):  # explicit path, then the fused kernel
+    for T, need, path in ((3, True, "explicit"), (41, False, "fused")):
+        mha.policy = POLICIES[path]
         x = torch.randn(2, T, 4, dtype=torch.float64, requires_grad=True)
         lens = torch.tensor([0, T - 1])
         def fn(x, lens=lens, need=need):
@@ -361,11 +466,31 @@ def test_trace_records_every_step_in_order_and_is_off_outside():
     assert "masked_scores" in table and "(B, H, Tq, Tk)" in table and "(2, 4, 5, 7)" in table
 
 
+def test_traced_calls_equal_untraced_ones_with_caches_and_a_weights_hook():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x, mem = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    mha.register_weights_hook(lambda module, w: torch.full_like(w, 1 / w.shape[-1]))  # uniform over every key
+
+    def decode():
+        self_cache, cross_cache = KVCache(), KVCache(static=True)
+        return [(mha(x[:, t:t + 1], is_causal=True, cache=self_cache, need_weights=True),
+                 mha(x[:, t:t + 1], mem, cache=cross_cache, need_weights=True)) for t in range(5)]
+
+    plain = decode()
+    with trace() as t:
+        traced = decode()
+    torch.testing.assert_close(traced, plain, rtol=0, atol=0)
+    torch.testing.assert_close(plain[4][0].weights, torch.full((2, 4, 1, 5), 0.2))  # the hook's weights, returned
+    names = [s.name for s in t.steps]
+    assert names.count("k_cached") == 10 and names.count("k_proj") == 5 + 1  # the static cache projects mem once
+    assert names.count("key_input") == 5 and names.count("output") == 10
+
+
+@pytest.mark.parametrize("group_heads", [1, 3])  # 3 of 4 heads: a last, smaller group
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("kind", list(_mask_kinds(2, 4, 6, 6)))
-def test_long_sequence_head_group_path_equals_the_standard_path(monkeypatch, kind, bias):
-    from attnlab.attention import multihead
-
+def test_long_sequence_head_group_path_equals_the_standard_path(monkeypatch, kind, bias, group_heads):
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4, bias=bias).eval()
     if bias:
@@ -373,19 +498,16 @@ def test_long_sequence_head_group_path_equals_the_standard_path(monkeypatch, kin
     x = torch.randn(2, 6, 16)
     kwargs = _mask_kinds(2, 4, 6, 6)[kind]
     expected, _ = mha(x, need_weights=True, **kwargs)
-    monkeypatch.setattr(multihead, "_LONG_SCORES", 1)  # every input counts as long
-    calls = []
-    original = MultiHeadAttention._forward_head_groups
-    monkeypatch.setattr(MultiHeadAttention, "_forward_head_groups",
-                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    with torch.no_grad():
+        cross_expected = mha(x[:, :3], x, valid_lens=torch.tensor([6, 2])).output
+    mha.policy = replace(POLICIES["head_groups"], group_heads=group_heads)  # every input counts as long
+    taken = _spy_paths(monkeypatch)
     with torch.no_grad():
         grouped, weights = mha(x, **kwargs)
         cross, _ = mha(x[:, :3], x, valid_lens=torch.tensor([6, 2]))
-    assert calls and weights is None
+    assert taken == ["head_groups", "head_groups"] and weights is None
     torch.testing.assert_close(grouped, expected, atol=1e-6, rtol=1e-5)
-    with torch.no_grad():
-        monkeypatch.setattr(multihead, "_LONG_SCORES", 10**9)
-        torch.testing.assert_close(cross, mha(x[:, :3], x, valid_lens=torch.tensor([6, 2])).output)
+    torch.testing.assert_close(cross, cross_expected, atol=1e-6, rtol=1e-5)
 
 
 def _padded_inputs(kind, masking, Tq, Tk, poison, dtype=torch.float32):
@@ -426,12 +548,13 @@ def _output_and_grads(mha, inputs, kwargs, need_weights):
 @pytest.mark.parametrize("masking", ["lens", "mask"])
 @pytest.mark.parametrize("kind", ["self", "cross", "cross_kdim"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("need_weights", [True, False], ids=["explicit", "fused"])
-def test_poisoned_padding_never_reaches_a_parameter_gradient(need_weights, dtype, kind, masking):
-    Tq, Tk = (5, 6) if need_weights else (20, 24)  # 20 x 24 scores > the small-matrix threshold: the fused kernel
+@pytest.mark.parametrize(("path", "need_weights"), [("explicit", True), ("explicit", False), ("fused", False)],
+                         ids=["explicit", "explicit_no_weights", "fused"])
+def test_poisoned_padding_never_reaches_a_parameter_gradient(path, need_weights, dtype, kind, masking):
+    Tq, Tk = (5, 6) if need_weights else (20, 24)
     torch.manual_seed(0)
     kdim, vdim = (6, 10) if kind == "cross_kdim" else (None, None)
-    mha = MultiHeadAttention(16, 4, kdim=kdim, vdim=vdim).to(dtype)
+    mha = MultiHeadAttention(16, 4, kdim=kdim, vdim=vdim, policy=POLICIES[path]).to(dtype)
     nn.init.normal_(mha.in_proj_bias)
     poisoned, kwargs = _padded_inputs(kind, masking, Tq, Tk, float("nan"), dtype)
     clean, _ = _padded_inputs(kind, masking, Tq, Tk, 0.0, dtype)
@@ -447,16 +570,16 @@ def test_poisoned_padding_never_reaches_a_parameter_gradient(need_weights, dtype
 
 @pytest.mark.parametrize("kind", ["self", "cross"])
 def test_poisoned_padding_never_reaches_head_group_or_cached_outputs(monkeypatch, kind):
-    from attnlab.attention import multihead
-
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4).eval()
     poisoned, kwargs = _padded_inputs(kind, "lens", 7, 7, float("nan"))
     clean, _ = _padded_inputs(kind, "lens", 7, 7, 0.0)
     expected = mha(*clean, **kwargs).output
+    mha.policy = POLICIES["head_groups"]  # every input counts as long: one head at a time
+    taken = _spy_paths(monkeypatch)
     with torch.no_grad():
-        monkeypatch.setattr(multihead, "_LONG_SCORES", 1)  # every input counts as long: one head at a time
         grouped = mha(*poisoned, **kwargs).output
+    assert taken == ["head_groups"]
     torch.testing.assert_close(grouped, expected, atol=1e-6, rtol=1e-5)
     if kind == "cross":  # a static cache projects the poisoned memory once; every step stays finite
         cache = KVCache(static=True)
@@ -478,18 +601,19 @@ def _dropout_runs(mha, x, kwargs, runs):
 @pytest.mark.parametrize("kind", ["none", "lens", "mask4d", "causal"])  # kernel causality, padding, per head
 def test_attention_dropout_is_unbiased_on_every_path(monkeypatch, kind):
     """Train mode without autograd: explicit, fused and long-sequence head-group paths drop weights alike."""
-    from attnlab.attention import multihead
-
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4, dropout=0.3)
-    x = torch.randn(2, 24, 16)  # 24 x 24 scores: the fused kernel
+    x = torch.randn(2, 24, 16)
     kwargs = _mask_kinds(2, 4, 24, 24)[kind]
     no_dropout = mha.eval()(x, **kwargs).output
     mha.train()
-    paths = {"explicit": _dropout_runs(mha, x, {**kwargs, "need_weights": True}, 100),
-             "fused": _dropout_runs(mha, x, kwargs, 100)}
-    monkeypatch.setattr(multihead, "_LONG_SCORES", 1)  # every input counts as long: one head at a time
-    paths["head_groups"] = _dropout_runs(mha, x, kwargs, 100)
+    taken = _spy_paths(monkeypatch)
+    paths = {}
+    for path, policy in POLICIES.items():  # the head-group path one head at a time
+        mha.policy = policy
+        paths[path] = _dropout_runs(mha, x, kwargs, 100)
+        assert set(taken) == {path}
+        taken.clear()
     for name, runs in paths.items():
         assert (runs[0] - no_dropout).abs().max() > 0.1, f"{name}: no dropout in train mode"
         # Dropout is unbiased (kept weights are scaled by 1 / (1 - p)): the mean over seeds is the no-dropout
@@ -500,5 +624,5 @@ def test_attention_dropout_is_unbiased_on_every_path(monkeypatch, kind):
         torch.testing.assert_close(runs.var(0).mean(), paths["explicit"].var(0).mean(), rtol=0.1, atol=0)
     # One group of every head is forward's own SDPA call: the same seed draws the same mask. Smaller groups each
     # draw their own (one call per group), so the per-seed outputs differ while their distribution is the same.
-    monkeypatch.setattr(multihead, "_GROUP_HEADS", 4)
+    mha.policy = replace(POLICIES["head_groups"], group_heads=4)
     torch.testing.assert_close(_dropout_runs(mha, x, kwargs, 3), paths["fused"][:3], atol=1e-6, rtol=1e-5)

@@ -212,8 +212,11 @@ def test_split_keeps_case_variants_in_one_part(tmp_path, seed):
 
 
 def test_split_default_path_and_checks(tmp_path, monkeypatch):
+    import attnlab.data.splits
+
     corpus = case_variant_corpus(tmp_path)
-    monkeypatch.chdir(tmp_path)
+    # The default split lives in the project's configs/splits: point that at tmp_path, not at the repository.
+    monkeypatch.setattr(attnlab.data.splits, "_project_splits_dir", lambda: tmp_path / "configs" / "splits")
     train, valid, test = load_sentiment_split("rotten-tomatoes", corpus, seed=3)
     saved = json.loads((tmp_path / "configs" / "splits" / "rotten-tomatoes-seed3.json").read_text())
     assert saved["seed"] == 3 and saved["sizes"] == {"train": len(train), "valid": len(valid), "test": len(test)}

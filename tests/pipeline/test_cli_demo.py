@@ -32,7 +32,7 @@ def test_demo_writes_heatmaps_and_reuses_a_finished_run(tmp_path: Path) -> None:
     for i, example in enumerate(data["examples"], start=1):
         assert f"  {example['name']:<24} -> {example['prediction']:<12} {out / f'attention-{i}.png'}" in res.out
     assert [(v["example"], v["kind"]) for v in data["views"]] == [(i, "cross") for i in range(6)]
-    assert ["".join(v["keyTokens"]).replace("\u2581", " ") for v in data["views"]] == EXAMPLES
+    assert ["".join(v["keyTokens"]).replace("\u2423", " ") for v in data["views"]] == EXAMPLES
     assert f"interactive viewer: {out / 'attention.html'} (all 6 translations)" in res.out
     assert "held-out accuracy (exact match" in res.out and "trained 5 steps" in res.out
     assert checkpoint_step(out / "last") == 5 and (out / "best" / "meta.json").is_file()

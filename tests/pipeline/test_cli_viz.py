@@ -22,7 +22,7 @@ def _data(page: Path) -> dict:
 
 
 def _source(view: dict) -> str:
-    return "".join(view["keyTokens"]).replace("\u2581", " ")
+    return "".join(view["keyTokens"]).replace("\u2423", " ")
 
 
 def test_several_texts_go_into_one_page(dates_run: Path, tmp_path: Path) -> None:

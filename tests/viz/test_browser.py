@@ -28,7 +28,7 @@ from attnlab.viz.html import write_html
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # pytest runs with --import-mode=importlib
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from browser_helpers import DevTools, find_chromium, require_browser  # noqa: E402
+from browser_helpers import NO_CHROMIUM, DevTools, find_chromium, require_browser  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +41,7 @@ TGT = ["I", "<b>love</b>", "you", "!"]
 def devtools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
     binary = find_chromium()
     if binary is None:
-        require_browser("no Chromium found (apt-get install chromium)")
+        require_browser(NO_CHROMIUM)
     try:
         import websocket  # noqa: F401
     except ImportError:

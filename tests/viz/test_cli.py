@@ -116,7 +116,7 @@ def test_checkpoint_translate_and_draw(run_dir: Path, tmp_path: Path, capsys: py
     assert (tmp_path / "dates.pdf").read_bytes()[:5] == b"%PDF-"
     data = json.loads(re.search(r'id="attnlab-data">(.*?)</script>', html.read_text("utf-8"), re.S).group(1))
     cross = next(v for v in data["views"] if v["kind"] == "cross")
-    assert "".join(cross["keyTokens"]).replace("\u2581", " ") == "Nov 21, 2026"
+    assert "".join(cross["keyTokens"]).replace("\u2423", " ") == "Nov 21, 2026"
     assert 1 <= len(cross["queryTokens"]) <= 5
     kinds = [v["kind"] for v in data["views"]]
     assert kinds == (["encoder", "decoder", "cross"] if "transformer" in run_dir.name else ["cross"])

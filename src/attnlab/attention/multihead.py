@@ -7,12 +7,19 @@ sizes are equal; separate ``q/k/v_proj_weight`` otherwise; ``out_proj``), so wei
 Differences from PyTorch, by design: tensors are always batch-first; masks are boolean with ``True`` = may
 attend; a query with no allowed key gets zero weights and a zero context (PyTorch returns NaN there), so
 its output is just the output projection's bias.
+
+Each call takes one of three paths, all with the same result (the tests hold them to it): ``"explicit"``
+(scores, masked softmax and weighted sum written out), ``"fused"`` (``F.scaled_dot_product_attention``) and
+``"head_groups"`` (long-sequence inference, a few heads at a time). :class:`PathPolicy` chooses; its thresholds
+were measured on this project's 2-core CPU.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,26 +36,100 @@ from attnlab.attention.functional import (
     zero_unused_inputs,
 )
 from attnlab.attention.masks import check_mask
-from attnlab.attention.trace import active_trace
+from attnlab.attention.trace import Trace, active_trace
 from attnlab.core.types import AttentionOutput
 
-# Without weights, score matrices of more than one query with up to this many entries (per batch row and head)
-# take the explicit matmul path; larger ones the fused kernel. On this project's 2-core CPU the matmul path beat
-# SDPA up to 16 x 16 (benchmarks/attention.py, 2,048-token batches, forward+backward: 0.64-0.78x SDPA's time at
-# d_model 128 / 4 heads, 0.82-0.98x at 512 / 8, with or without padding), was tied at 32 x 32 at d_model 512 and
-# lost from 64 x 64 there (README, "Attention speed"). Whole Transformer training steps: benchmarks/kernel_threshold.py.
-_SMALL_SCORES = 16 * 16
-# The same for one-query steps (KV-cached decoding). 0: every step takes the kernel. Sending the steps to the plain
-# path instead (256) measured no clear difference in greedy and beam-5 decoding: 0.88-1.19x the time over five
-# runs of benchmarks/kernel_threshold.py, so the kernel stays.
-_SMALL_SCORES_ONE_QUERY = 0
-# From this many score entries per (batch, head), inference without weights projects and attends a group of
-# heads at a time, so only one group's Q, K and V exist at once (peak memory; see benchmarks/attention.py).
-_LONG_SCORES = 4096 * 4096
-# Heads attended together on that path. One at a time measured lowest (benchmarks/attention.py, 8192 tokens,
-# 8 heads): peak 64-71 MiB with glibc's default allocator vs 85 MiB two heads at a time, SDPA alone 64 MiB;
-# the per-head projections cost little next to the T^2 attention.
-_GROUP_HEADS = 1
+AttentionPath = Literal["explicit", "fused", "head_groups"]
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Which path :class:`MultiHeadAttention` takes for a call, from its flags and the size of its score matrix.
+
+    * ``"explicit"`` (:func:`explicit_attention`): always when the weights must exist as a tensor (``need_weights``,
+      weights hooks; an active :func:`~attnlab.attention.trace.trace` takes it too, before any policy is asked);
+      otherwise for small score matrices, where plain matmuls beat the kernel's overhead.
+    * ``"fused"`` (:func:`fused_attention`, SDPA): everything else...
+    * ``"head_groups"``: ...except long-sequence inference (no autograd, no cache), which projects and attends
+      ``group_heads`` heads at a time so that only one group's Q, K and V exist at once (peak memory).
+
+    Dropout does not enter the choice: every path applies it in train mode (on the CPU, the explicit and fused paths
+    draw the same Bernoulli mask from the same seed). The thresholds are per ``(batch row, head)`` score matrix,
+    ``Tq * Tk`` entries, and were measured on this project's 2-core CPU; other machines may want others. Override them
+    per module (``MultiHeadAttention(..., policy=PathPolicy(small_scores=0))`` or the ``policy`` attribute), e.g. to
+    force a path in a test or benchmark.
+    """
+
+    small_scores: int = 16 * 16
+    """Without weights, score matrices of more than one query with up to this many entries take the explicit path;
+    larger ones the fused kernel. The matmul path beat SDPA up to 16 x 16 (benchmarks/attention.py, 2,048-token
+    batches, forward+backward: 0.64-0.78x SDPA's time at d_model 128 / 4 heads, 0.82-0.98x at 512 / 8, with or
+    without padding), was tied at 32 x 32 at d_model 512 and lost from 64 x 64 there (README, "Attention speed").
+    Whole Transformer training steps: benchmarks/kernel_threshold.py."""
+    small_scores_one_query: int = 0
+    """The same for one-query steps (KV-cached decoding). 0: every step takes the kernel. Sending the steps to the
+    plain path instead (256) measured no clear difference in greedy and beam-5 decoding: 0.88-1.19x the time over
+    five runs of benchmarks/kernel_threshold.py, so the kernel stays."""
+    long_scores: int = 4096 * 4096
+    """From this many entries, inference without weights, autograd or cache takes the head-group path (peak
+    memory; see benchmarks/attention.py)."""
+    group_heads: int = 1
+    """Heads attended together on the head-group path. One at a time measured lowest (benchmarks/attention.py, 8192
+    tokens, 8 heads): peak 64-71 MiB with glibc's default allocator vs 85 MiB two heads at a time, SDPA alone
+    64 MiB; the per-head projections cost little next to the T^2 attention."""
+
+    def __post_init__(self) -> None:
+        for name in ("small_scores", "small_scores_one_query", "long_scores"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"PathPolicy: {name} must be a non-negative integer (score entries), got {value!r}")
+        check_positive("PathPolicy", "group_heads", self.group_heads)
+
+    def choose(self, num_queries: int, num_keys: int, *, need_weights: bool = False, hooked: bool = False,
+               cached: bool = False, grad: bool = True) -> AttentionPath:
+        """The path for ``num_queries`` (``Tq``) queries over ``num_keys`` (``Tk``, cached keys included).
+
+        Args:
+            need_weights: the weights are returned; hooked: weights hooks must see them. Only the explicit path
+                has them.
+            cached: a :class:`KVCache` is read or filled (the head-group path does neither).
+            grad: autograd records the call (the head-group path writes into preallocated buffers).
+        """
+        if need_weights or hooked:
+            return "explicit"
+        scores = num_queries * num_keys
+        if scores >= self.long_scores and not (cached or grad):
+            return "head_groups"
+        small = self.small_scores if num_queries > 1 else self.small_scores_one_query
+        return "fused" if scores > small else "explicit"
+
+
+DEFAULT_POLICY = PathPolicy()
+"""The thresholds every :class:`MultiHeadAttention` uses unless given its own."""
+
+
+@dataclass(slots=True)
+class _Call:
+    """One call's checked inputs, as every path needs them (``key``/``value`` are ``query`` for self-attention)."""
+
+    query: torch.Tensor  # (B, Tq, D)
+    key: torch.Tensor  # (B, Tk_new, kdim): this call's keys; on a static cache hit, unused
+    value: torch.Tensor  # (B, Tk_new, vdim)
+    is_self: bool
+    static_hit: bool  # a filled cross-attention cache: its keys and values are used, this call's are not projected
+    batch: int  # B
+    num_queries: int  # Tq
+    num_keys: int  # Tk: cached keys, then this call's
+    valid_lens: torch.Tensor | None
+    mask: torch.Tensor | None  # checked; (Tq, Tk), (B, 1, Tq, Tk) or as given (B|1, H|1, Tq, Tk)
+    is_causal: bool
+
+    @property
+    def kernel_causal(self) -> bool:
+        """Causality the fused kernel can apply itself: nothing else is masked and the keys are the queries' own
+        positions (SDPA aligns its causal mask top-left, which is wrong after cached keys)."""
+        return self.is_causal and self.valid_lens is None and self.mask is None and self.num_queries == self.num_keys
+
 
 WeightsHook = Callable[[nn.Module, torch.Tensor], "torch.Tensor | None"]
 
@@ -93,13 +174,18 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         dropout: dropout on the attention weights during training.
         bias: add biases to the input and output projections.
         kdim, vdim: key and value input sizes for cross-attention (default ``d_model``).
+        policy: which path a call takes (:class:`PathPolicy`; default :data:`DEFAULT_POLICY`). Also the
+            ``policy`` attribute, which may be replaced at any time; it is not part of ``state_dict``.
     """
 
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 kdim: int | None = None, vdim: int | None = None, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 kdim: int | None = None, vdim: int | None = None, *, policy: PathPolicy | None = None,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         owner = type(self).__name__
+        if policy is not None and not isinstance(policy, PathPolicy):
+            raise TypeError(f"{owner}: policy must be a PathPolicy, got {type(policy).__name__}")
+        self.policy = DEFAULT_POLICY if policy is None else policy
         check_positive(owner, "d_model", d_model)
         check_positive(owner, "num_heads", num_heads)
         if d_model % num_heads:
@@ -138,7 +224,8 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
 
     def extra_repr(self) -> str:
         dims = "" if self.same_dims else f", kdim={self.kdim}, vdim={self.vdim}"
-        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}{dims}"
+        policy = "" if self.policy == DEFAULT_POLICY else f", policy={self.policy}"
+        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}{dims}{policy}"
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None, *,
@@ -159,13 +246,105 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         Returns:
             ``AttentionOutput(output (B, Tq, D), weights (B, H, Tq, Tk) or None)``.
         """
+        # 1. Resolve self/cross attention and validate every input.
+        call = self._resolve(query, key, value, valid_lens=valid_lens, mask=mask, is_causal=is_causal, cache=cache)
         tracer = active_trace()
-        hooked = self._has_weights_hooks()
-        if (cache is None and tracer is None and not need_weights and not hooked and not torch.is_grad_enabled()
-                and query.dim() == 3 and (key is None or key.dim() == 3)
-                and query.shape[1] * (query.shape[1] if key is None else key.shape[1]) >= _LONG_SCORES):
-            return self._forward_head_groups(query, key, value, valid_lens=valid_lens, mask=mask, is_causal=is_causal)
-        # 1. Resolve self/cross attention and validate.
+        if tracer is not None:  # all that tracing costs while it is off
+            return self._forward_traced(call, cache, need_weights, tracer)
+        # 2. Choose the path: the explicit one when weights are wanted, else by the score matrix's size.
+        path = self.policy.choose(call.num_queries, call.num_keys, need_weights=need_weights,
+                                  hooked=self._has_weights_hooks(), cached=cache is not None,
+                                  grad=torch.is_grad_enabled())
+        # 3. Project, attend and project out on that path.
+        if path == "fused":
+            return self._forward_fused(call, cache)
+        if path == "head_groups":
+            return self._forward_head_groups(call)
+        return self._forward_explicit(call, cache, need_weights)
+
+    # ------------------------------------------------------------------------------------------- paths
+    def _forward_explicit(self, call: _Call, cache: KVCache | None, need_weights: bool) -> AttentionOutput:
+        """Scores, masked softmax and weighted sum written out (eq. 1); weights hooks see, and may replace, them."""
+        mask = self._combined_mask(call, kernel_causal=False)  # broadcastable to (B, H, Tq, Tk), or None
+        q, k, v = self._heads(call, mask, cache)  # (B, H, Tq, Dh), (B, H, Tk, Dh), (B, H, Tk, Dh)
+        context, weights = self._attend_explicit(q, k, v, mask)  # (B, H, Tq, Dh), (B, H, Tq, Tk)
+        merged = context.transpose(1, 2).flatten(2)  # (B, Tq, H * Dh = D): the heads concatenated
+        return AttentionOutput(self.out_proj(merged), weights if need_weights else None)
+
+    def _forward_fused(self, call: _Call, cache: KVCache | None) -> AttentionOutput:
+        """``F.scaled_dot_product_attention``, told about causality itself when nothing else is masked."""
+        kernel_causal = call.kernel_causal
+        mask = self._combined_mask(call, kernel_causal)  # (B|1, H|1, Tq, Tk), or None
+        q, k, v = self._heads(call, mask, cache)  # (B, H, Tq, Dh), (B, H, Tk, Dh), (B, H, Tk, Dh)
+        context = fused_attention(q, k, v, mask, is_causal=kernel_causal, dropout_p=self.dropout,
+                                  training=self.training)  # (B, H, Tq, Dh)
+        merged = context.transpose(1, 2).flatten(2)  # (B, Tq, H * Dh = D): the heads concatenated
+        return AttentionOutput(self.out_proj(merged), None)
+
+    def _forward_head_groups(self, call: _Call) -> AttentionOutput:
+        """Long-sequence inference: the fused path's result, one group of heads (``policy.group_heads``) at a time.
+
+        Each group's context is written straight into the merged ``(B, Tq, D)`` buffer, so the peak holds the
+        input, that buffer and one group's Q/K/V -- not all heads' Q/K/V plus a separate context. In train mode the
+        attention dropout is applied as on the fused path, but each group draws its own mask (one kernel call per
+        group), so a seed is sure to give that path's exact output only with a single group; the distribution is the
+        same. Padding rows are not zeroed before the projections as on the other paths: no gradient is taken here,
+        and :func:`fused_attention` keeps them out of the output.
+        """
+        query, key, value = call.query, call.key, call.value
+        B, Tq, Tk = call.batch, call.num_queries, call.num_keys
+        H, Dh, kernel_causal = self.num_heads, self.head_dim, call.kernel_causal
+        lengths_causal = build_mask((B, 1, Tq, Tk), valid_lens=call.valid_lens,
+                                    is_causal=call.is_causal and not kernel_causal, device=query.device)
+        # Both big buffers exist before any per-group tensor: later allocations then reuse the memory the groups
+        # free, instead of landing above it (glibc keeps freed heap memory resident, so it would count).
+        output = query.new_empty(B * Tq, self.d_model)  # (B*Tq, D): the output projection writes here
+        merged = query.new_empty(B, Tq, H, Dh)  # (B, Tq, H, Dh): the merged heads, filled group by group
+        group = min(H, self.policy.group_heads)
+        for h0 in range(0, H, group):
+            heads, rows = slice(h0, h0 + group), slice(h0 * Dh, min(H, h0 + group) * Dh)
+            q, k, v = (self._project_rows(x, i, rows).view(B, x.shape[1], -1, Dh).transpose(1, 2)
+                       for i, x in enumerate((query, key, value)))  # (B, g, T, Dh) each
+            mask = _heads_mask(lengths_causal, call.mask, heads)  # (B|1, g|1, Tq, Tk), or None
+            context = fused_attention(q, k, v, mask, is_causal=kernel_causal, dropout_p=self.dropout,
+                                      training=self.training)  # (B, g, Tq, Dh)
+            merged[:, :, heads] = context.transpose(1, 2)
+        flat = merged.view(B * Tq, self.d_model)  # (B*Tq, D)
+        weight, bias = self.out_proj.weight, self.out_proj.bias
+        if bias is None:
+            torch.mm(flat, weight.t(), out=output)
+        else:
+            torch.addmm(bias, flat, weight.t(), out=output)
+        return AttentionOutput(output.view(B, Tq, self.d_model), None)  # (B, Tq, D)
+
+    def _forward_traced(self, call: _Call, cache: KVCache | None, need_weights: bool, tracer: Trace) -> AttentionOutput:
+        """The explicit path split where a learner wants to see a shape, recording each step in ``tracer``.
+
+        The same calls as :meth:`_forward_explicit` (tests hold the outputs equal), kept apart so that the other
+        paths pay nothing for tracing.
+        """
+        cross = not call.is_self
+        _record(tracer, query_input=call.query, key_input=call.key if cross else None,
+                value_input=call.value if cross else None)
+        mask = self._combined_mask(call, kernel_causal=False)  # broadcastable to (B, H, Tq, Tk), or None
+        q, k, v = self._project(*self._zero_unused(call, mask, cache), call.is_self, skip_kv=call.static_hit)
+        _record(tracer, q_proj=q, k_proj=k, v_proj=v)  # (B, T, D) each
+        q, k, v = self._split_heads(call, q, k, v)  # (B, H, T, Dh) each
+        _record(tracer, q_heads=q, k_heads=k, v_heads=v)
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, H, Tk, Dh): the cached keys, then the new ones
+            _record(tracer, k_cached=k, v_cached=v)
+        context, weights = self._attend_explicit(q, k, v, mask, tracer)  # records scores .. weights
+        merged = context.transpose(1, 2).flatten(2)  # (B, Tq, H * Dh = D): the heads concatenated
+        output = self.out_proj(merged)  # (B, Tq, D)
+        _record(tracer, context=context, merged=merged, output=output)
+        return AttentionOutput(output, weights if need_weights else None)
+
+    # ---------------------------------------------------------------------------------- shared steps
+    def _resolve(self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None, *,
+                 valid_lens: torch.Tensor | None, mask: torch.Tensor | None, is_causal: bool,
+                 cache: KVCache | None) -> _Call:
+        """The call's inputs, checked: ``key`` defaults to ``query`` and ``value`` to ``key``."""
         is_self = key is None
         if is_self:
             if value is not None:
@@ -175,118 +354,62 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         elif value is None:
             value = key
         static_hit = cache is not None and cache.static and cache.filled
-        self._check_inputs(query, key, value, static_hit)
+        self._check_inputs(query, key, value, skip_kv=static_hit or (is_self and self.same_dims))
         B, Tq, _ = query.shape
-        H, Dh = self.num_heads, self.head_dim
         Tk = (0 if cache is None else len(cache)) + (0 if static_hit else key.shape[1])
-        if tracer is not None:
-            tracer.record("query_input", query)
-            if not is_self:
-                tracer.record("key_input", key)
-                tracer.record("value_input", value)
+        return _Call(query, key, value, is_self, static_hit, B, Tq, Tk, valid_lens, self._check_mask(mask, B, Tq, Tk),
+                     is_causal)
 
-        # 2. One boolean mask from lengths, the explicit mask and causality; the kernel choice.
-        combined, use_kernel, kernel_causal = self._mask_and_kernel(
-            B, Tq, Tk, valid_lens=valid_lens, mask=mask, is_causal=is_causal,
-            explicit=need_weights or tracer is not None or hooked, device=query.device)
-        # Rows no output depends on (padding) become zeros before they are projected, or NaN there reaches the weight
-        # gradient (0 * nan). Not with a cache: it keeps this call's keys for later queries, which may see them.
-        if cache is None and (valid_lens is not None or mask is not None):
-            query, key, value = zero_unused_inputs(query, key, value, combined)
+    def _combined_mask(self, call: _Call, kernel_causal: bool) -> torch.Tensor | None:
+        """Lengths, the explicit mask and causality as one boolean mask broadcastable to ``(B, H, Tq, Tk)``.
 
-        # 3. Project and split into heads.
-        q, k, v = self._project(query, key, value, is_self, skip_kv=static_hit)  # (B, T, D) each
-        if tracer is not None:
-            tracer.record("q_proj", q)
-            if k is not None:
-                tracer.record("k_proj", k)
-                tracer.record("v_proj", v)
-        q = q.view(B, Tq, H, Dh).transpose(1, 2)  # (B, H, Tq, Dh)
-        if k is not None:
-            k = k.view(B, k.shape[1], H, Dh).transpose(1, 2)  # (B, H, Tk, Dh)
-            v = v.view(B, v.shape[1], H, Dh).transpose(1, 2)  # (B, H, Tk, Dh)
-        if tracer is not None:
-            tracer.record("q_heads", q)
-            if k is not None:
-                tracer.record("k_heads", k)
-                tracer.record("v_heads", v)
+        Causality is left out where the kernel applies it (``kernel_causal``) and for one query, which may see every
+        key (the cache's and its own)."""
+        Tq = call.num_queries
+        return build_mask((call.batch, self.num_heads, Tq, call.num_keys), valid_lens=call.valid_lens,
+                          mask=call.mask, is_causal=call.is_causal and not kernel_causal and Tq > 1,
+                          device=call.query.device)
 
-        # 4. Incremental decoding: append to (or read from) the cache.
+    def _zero_unused(self, call: _Call, mask: torch.Tensor | None,
+                     cache: KVCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """query, key, value with the rows no output depends on (padding) zeroed, as :func:`zero_unused_inputs`.
+
+        Before the projections, or NaN there reaches the weight gradient (0 * nan). Not with a cache: it keeps this
+        call's keys for later queries, which may see them."""
+        if cache is None and (call.valid_lens is not None or call.mask is not None):
+            return zero_unused_inputs(call.query, call.key, call.value, mask)
+        return call.query, call.key, call.value
+
+    def _heads(self, call: _Call, mask: torch.Tensor | None,
+               cache: KVCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q ``(B, H, Tq, Dh)``, K and V ``(B, H, Tk, Dh)``: projected, split into heads, after the cached ones."""
+        q, k, v = self._project(*self._zero_unused(call, mask, cache), call.is_self, skip_kv=call.static_hit)
+        q, k, v = self._split_heads(call, q, k, v)  # (B, H, T, Dh) each; no k, v on a static cache hit
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H, Tk, Dh): the cached keys, then the new ones
-            if tracer is not None:
-                tracer.record("k_cached", k)
-                tracer.record("v_cached", v)
+        return q, k, v
 
-        # 5. Attention.
-        weights = None
-        if use_kernel:
-            context = fused_attention(q, k, v, combined, is_causal=kernel_causal, dropout_p=self.dropout,
-                                      training=self.training)  # (B, H, Tq, Dh)
-        else:
-            context, weights = explicit_attention(q, k, v, combined, dropout_p=self.dropout, training=self.training,
-                                                  tracer=tracer)  # (B, H, Tq, Dh), (B, H, Tq, Tk)
-            if hooked:  # weights hooks (explanation): a replacement mixes the values in place of the softmax
-                given, weights = weights, self._run_weights_hooks(weights)
-                if weights is not given:
-                    attn = F.dropout(weights, p=self.dropout, training=self.training)  # identity in eval mode
-                    context = attn @ zero_unreachable(k, v, combined)[1]  # (B, H, Tq, Dh)
-        if tracer is not None:
-            tracer.record("context", context)
+    def _split_heads(self, call: _Call, q: torch.Tensor, k: torch.Tensor | None,
+                     v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Q ``(B, Tq, D)`` -> ``(B, H, Tq, Dh)``, K and V likewise (``None`` on a static cache hit: no new keys)."""
+        B, H, Dh = call.batch, self.num_heads, self.head_dim
+        q = q.view(B, call.num_queries, H, Dh).transpose(1, 2)  # (B, H, Tq, Dh)
+        if k is None:
+            return q, None, None
+        T = k.shape[1]
+        return q, k.view(B, T, H, Dh).transpose(1, 2), v.view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh) x2
 
-        # 6. Merge heads and project out.
-        merged = context.transpose(1, 2).reshape(B, Tq, self.d_model)  # (B, Tq, D)
-        output = self.out_proj(merged)  # (B, Tq, D)
-        if tracer is not None:
-            tracer.record("merged", merged)
-            tracer.record("output", output)
-        return AttentionOutput(output, weights if need_weights else None)
-
-    def _forward_head_groups(self, query: torch.Tensor, key: torch.Tensor | None, value: torch.Tensor | None, *,
-                             valid_lens: torch.Tensor | None, mask: torch.Tensor | None,
-                             is_causal: bool) -> AttentionOutput:
-        """Long-sequence inference: the same result as :meth:`forward`, one group of heads (``_GROUP_HEADS``) at a time.
-
-        Each group's context is written straight into the merged ``(B, Tq, D)`` buffer, so the peak holds the
-        input, that buffer and one group's Q/K/V -- not all heads' Q/K/V plus a separate context. In train mode the
-        attention dropout is applied as in :meth:`forward`, but each group draws its own mask (one kernel call per
-        group), so a seed is sure to give forward's exact output only with a single group; the distribution is the same.
-        Padding rows are not zeroed before the projections as in :meth:`forward`: no gradient is taken here, and
-        :func:`fused_attention` keeps them out of the output.
-        """
-        key = query if key is None else key
-        value = key if value is None else value
-        self._check_inputs(query, key, value, static_hit=False)
-        B, Tq, _ = query.shape
-        Tk, H, Dh = key.shape[1], self.num_heads, self.head_dim
-        mask = self._check_mask(mask, B, Tq, Tk)
-        kernel_causal = is_causal and valid_lens is None and mask is None and Tq == Tk
-        combined = build_mask((B, 1, Tq, Tk), valid_lens=valid_lens, is_causal=is_causal and not kernel_causal,
-                              device=query.device)
-        # Both big buffers exist before any per-group tensor: later allocations then reuse the memory the groups
-        # free, instead of landing above it (glibc keeps freed heap memory resident, so it would count).
-        output = query.new_empty(B * Tq, self.d_model)  # (B*Tq, D): the output projection writes here
-        merged = query.new_empty(B, Tq, H, Dh)  # (B, Tq, H, Dh): the merged heads, filled group by group
-        group = min(H, _GROUP_HEADS)
-        for h0 in range(0, H, group):
-            rows = slice(h0 * Dh, min(H, h0 + group) * Dh)
-            q, k, v = (self._project_rows(x, i, rows).view(B, x.shape[1], -1, Dh).transpose(1, 2)
-                       for i, x in enumerate((query, key, value)))  # (B, g, T, Dh) each
-            group_mask = combined
-            if mask is not None:
-                per_head = mask.dim() == 4 and mask.shape[1] != 1  # (B, H, Tq, Tk): this group's heads only
-                part = mask[:, h0:h0 + group] if per_head else mask
-                group_mask = part if group_mask is None else group_mask & part
-            context = fused_attention(q, k, v, group_mask, is_causal=kernel_causal, dropout_p=self.dropout,
-                                      training=self.training)  # (B, g, Tq, Dh)
-            merged[:, :, h0:h0 + group] = context.transpose(1, 2)
-        flat = merged.view(B * Tq, self.d_model)
-        weight, bias = self.out_proj.weight, self.out_proj.bias
-        if bias is None:
-            torch.mm(flat, weight.t(), out=output)
-        else:
-            torch.addmm(bias, flat, weight.t(), out=output)
-        return AttentionOutput(output.view(B, Tq, self.d_model), None)  # (B, Tq, D)
+    def _attend_explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                         tracer: Trace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context ``(B, H, Tq, Dh)`` and weights ``(B, H, Tq, Tk)``, after any weights hooks."""
+        context, weights = explicit_attention(q, k, v, mask, dropout_p=self.dropout, training=self.training,
+                                              tracer=tracer)  # (B, H, Tq, Dh), (B, H, Tq, Tk)
+        if self._has_weights_hooks():  # explanation: a replacement mixes the values in place of the softmax
+            given, weights = weights, self._run_weights_hooks(weights)
+            if weights is not given:
+                attn = F.dropout(weights, p=self.dropout, training=self.training)  # identity in eval mode
+                context = attn @ zero_unreachable(k, v, mask)[1]  # (B, H, Tq, Dh)
+        return context, weights
 
     def _project_rows(self, x: torch.Tensor, i: int, rows: slice) -> torch.Tensor:
         """Projection ``i`` (0 query, 1 key, 2 value) restricted to output features ``rows``."""
@@ -294,22 +417,6 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         return F.linear(x, weight[rows], None if bias is None else bias[rows])
 
     # --------------------------------------------------------------------------------------- internals
-    def _mask_and_kernel(self, B: int, Tq: int, Tk: int, *, valid_lens: torch.Tensor | None,
-                         mask: torch.Tensor | None, is_causal: bool, explicit: bool,
-                         device: torch.device) -> tuple[torch.Tensor | None, bool, bool]:
-        """The combined mask (broadcastable to ``(B, H, Tq, Tk)``, or ``None``), whether the fused kernel runs, and
-        whether that kernel is told about causality itself."""
-        mask = self._check_mask(mask, B, Tq, Tk)
-        # Explicit math when weights are wanted (or traced) and for small multi-query score matrices; else the fused
-        # kernel, which is also told about causality directly when nothing else is masked (no (Tq, Tk) mask built).
-        small = _SMALL_SCORES if Tq > 1 else _SMALL_SCORES_ONE_QUERY
-        use_kernel = not explicit and Tq * Tk > small
-        kernel_causal = use_kernel and is_causal and valid_lens is None and mask is None and Tq == Tk
-        build_causal = is_causal and not kernel_causal and Tq > 1  # one new query may see the whole cache
-        combined = build_mask((B, self.num_heads, Tq, Tk), valid_lens=valid_lens, mask=mask, is_causal=build_causal,
-                              device=device)
-        return combined, use_kernel, kernel_causal
-
     def _check_mask(self, mask: torch.Tensor | None, B: int, Tq: int, Tk: int) -> torch.Tensor | None:
         """Validate ``mask``; a ``(B, Tq, Tk)`` one gets a head dim."""
         if mask is None:
@@ -317,9 +424,10 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         check_mask(mask, (B, Tq, Tk) if mask.dim() == 3 else (B, self.num_heads, Tq, Tk))
         return mask.unsqueeze(1) if mask.dim() == 3 else mask  # (B, 1, Tq, Tk) or as given
 
-    def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, static_hit: bool) -> None:
+    def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, skip_kv: bool) -> None:
+        """``skip_kv``: key and value are unused (a static cache hit) or are the query, already checked."""
         check_float3d("query", query, self.d_model)
-        if static_hit:
+        if skip_kv:
             return
         check_float3d("key", key, self.kdim)
         check_float3d("value", value, self.vdim)
@@ -376,6 +484,23 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
                                        batch_first=batch_first, device=ref.device, dtype=ref.dtype)
         module.load_state_dict(self.state_dict(), strict=False)
         return module
+
+
+def _heads_mask(lengths_causal: torch.Tensor | None, mask: torch.Tensor | None,
+                heads: slice) -> torch.Tensor | None:
+    """The head-group path's mask for ``heads``: lengths and causality (one for all heads) and the checked ``mask``."""
+    if mask is None:
+        return lengths_causal
+    per_head = mask.dim() == 4 and mask.shape[1] != 1  # (B, H, Tq, Tk): this group's heads only
+    part = mask[:, heads] if per_head else mask
+    return part if lengths_causal is None else lengths_causal & part
+
+
+def _record(tracer: Trace, **steps: torch.Tensor | None) -> None:
+    """Record ``steps`` in order, skipping the ``None`` ones (no new keys on a static cache hit, self-attention)."""
+    for name, tensor in steps.items():
+        if tensor is not None:
+            tracer.record(name, tensor)
 
 
 def _torch_state(module: nn.MultiheadAttention) -> dict[str, torch.Tensor]:

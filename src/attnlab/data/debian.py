@@ -43,7 +43,7 @@ from typing import BinaryIO
 from attnlab.core.errors import ConfigError, DataError
 from attnlab.data.corpus import Corpus, CorpusStats
 from attnlab.data.download import resolve_data_dir
-from attnlab.data.splits import CorpusSplit, GroupKeys, load_or_make_split
+from attnlab.data.splits import CorpusSplit, GroupKeys, load_or_make_split, split_path
 
 log = logging.getLogger(__name__)
 
@@ -374,14 +374,15 @@ def load_debian_split(corpus: DebianCorpus, *, seed: int = 0, split_file: str | 
                       valid: int | float = 2000, test: int | float = 2000) -> tuple[Pairs, Pairs, Pairs]:
     """Train, validation and test pairs, from the split saved at ``split_file`` or a new one saved there.
 
-    The default file is ``configs/splits/debian-descriptions-seed{seed}.json`` (relative to the current
-    directory, as the Tatoeba split). Groups are drawn whole (:func:`debian_group_keys`), and the result is
-    checked (:func:`check_split`): no package family and no long description is in two parts.
+    The default file is the project's ``configs/splits/debian-descriptions-seed{seed}.json``, whatever the
+    current directory (:func:`~attnlab.data.splits.split_path`; a relative ``split_file`` is relative to it).
+    Groups are drawn whole (:func:`debian_group_keys`), and the result is checked (:func:`check_split`): no
+    package family and no long description is in two parts.
 
     Raises:
         DataError: a split file made from another file, ``min_words`` or settings, or one that leaks.
     """
-    path = Path(split_file or f"configs/splits/debian-descriptions-seed{seed}.json")
+    path = split_path(split_file, f"debian-descriptions-seed{seed}")
     split = load_or_make_split(path, corpus.corpus, valid=valid, test=test, seed=seed,
                                group_keys=debian_group_keys(corpus), grouping=DEBIAN_GROUPING)
     check_split(corpus, split)

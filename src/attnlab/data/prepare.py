@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from attnlab.core.errors import CheckpointError, ConfigError
@@ -112,14 +111,14 @@ def load_pairs(cfg: DataConfig) -> tuple[Pairs, Pairs, Pairs]:
 
 def _tatoeba(cfg: DataConfig) -> tuple[Pairs, Pairs, Pairs]:
     from attnlab.data.corpus import read_tatoeba
-    from attnlab.data.splits import load_or_make_split
+    from attnlab.data.splits import load_or_make_split, split_path
 
     langs = {cfg.src_lang, cfg.tgt_lang}
     if langs != {"en", "zh"}:
         raise ConfigError(f"tatoeba-cmn pairs English with Chinese: use --src en --tgt zh (or the reverse), "
                           f"got {cfg.src_lang}->{cfg.tgt_lang}")
     corpus = read_tatoeba("cmn", cfg.data_dir)
-    path = Path(cfg.split_file or f"configs/splits/tatoeba-cmn-seed{cfg.seed}.json")
+    path = split_path(cfg.split_file, f"tatoeba-cmn-seed{cfg.seed}")  # default: the project's, whatever the CWD
     split = load_or_make_split(path, corpus, valid=1000, test=1000, seed=cfg.seed)
     held_out = set(split.valid) | set(split.test)
     train_lines = [n for n in corpus.line_numbers if n not in held_out]

@@ -38,7 +38,7 @@ from typing import BinaryIO
 from attnlab.core.errors import ConfigError, DataError
 from attnlab.data.corpus import Corpus, CorpusStats, iter_lines
 from attnlab.data.download import resolve_data_dir
-from attnlab.data.splits import load_or_make_split, source_side
+from attnlab.data.splits import load_or_make_split, source_side, split_path
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,8 @@ def load_sentiment_split(corpus_name: str, corpus: Corpus, *, seed: int = 0,
                          test: int | float = 0.1) -> tuple[Pairs, Pairs, Pairs]:
     """The ``(train, valid, test)`` pairs of a sentiment corpus, by the seeded split saved at ``split_file``.
 
-    The split (default ``configs/splits/{corpus_name}-seed{seed}.json``) is loaded and verified against the
+    The split (default: the project's ``configs/splits/{corpus_name}-seed{seed}.json``, whatever the current
+    directory; see :func:`~attnlab.data.splits.split_path`) is loaded and verified against the
     corpus files, or drawn and saved if it does not exist (:func:`~attnlab.data.splits.load_or_make_split`).
     Texts that are equal case-folded stay in one part. Not stratified: label shares vary a little by part.
 
@@ -324,11 +325,11 @@ def load_sentiment_split(corpus_name: str, corpus: Corpus, *, seed: int = 0,
         corpus_name: a key of :data:`SENTIMENT_CORPORA`.
         corpus: that corpus, as its reader returns it.
         seed: seed of the split.
-        split_file: where the split is kept.
+        split_file: where the split is kept; a relative path is relative to the current directory.
         valid, test: number of texts, or a fraction of all texts if a float.
     """
     _check_name(corpus_name)
-    path = Path(split_file or f"configs/splits/{corpus_name}-seed{seed}.json")
+    path = split_path(split_file, f"{corpus_name}-seed{seed}")
     split = load_or_make_split(path, corpus, valid=valid, test=test, seed=seed, group_keys=source_side)
     parts = split.apply(corpus)
     return parts["train"].pairs, parts["valid"].pairs, parts["test"].pairs

@@ -10,6 +10,9 @@ source or a target sentence (compared case-folded) are kept in the same part, so
 seen in training; this is why the split is drawn over groups of pairs, not single pairs. Other corpora group
 by other keys (:data:`GroupKeys`): a sentiment corpus by its text alone (its "target" is a label shared by
 thousands), package descriptions by their source-package family.
+
+Where splits are kept (:func:`split_path`): by default the project's committed ``configs/splits/``, found from
+the package and not from the current directory, so a run from ``notebooks/`` uses the same test set.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import attnlab
 from attnlab.core.errors import ConfigError, DataError
 from attnlab.data.corpus import Corpus
 from attnlab.data.download import sha256_file
@@ -47,6 +51,35 @@ def either_side(index: int, pair: tuple[str, str]) -> tuple[Hashable, ...]:
 def source_side(index: int, pair: tuple[str, str]) -> tuple[Hashable, ...]:
     """Group by the (case-folded) source text alone, e.g. a review whose "target" is its label."""
     return (pair[0].casefold(),)
+
+
+def _project_splits_dir() -> Path | None:
+    """``configs/splits`` of the source tree attnlab is imported from, or ``None`` for an installed package."""
+    root = Path(attnlab.__file__).resolve().parents[2]  # src/attnlab/__init__.py -> the repository (src layout)
+    return root / "configs" / "splits" if (root / "configs").is_dir() else None
+
+
+def default_split_path(name: str) -> Path:
+    """Where the split ``name`` (e.g. ``"tatoeba-cmn-seed0"``) is kept when no split file is given.
+
+    The project's ``configs/splits/{name}.json``, located from the package, not from the current directory: a
+    run started elsewhere (a notebook in ``notebooks/``) reads the committed split instead of silently drawing
+    and saving a new one there, whose test set need not be the committed one. When attnlab is not imported from
+    its source tree (an installed package has no ``configs/``): ``configs/splits/{name}.json`` in the current
+    directory, as logged.
+    """
+    folder = _project_splits_dir()
+    if folder is None:
+        folder = Path("configs") / "splits"
+        log.info("attnlab is not run from its source tree (no configs/ beside src/): split %s is kept in %s",
+                 name, folder.resolve())
+    return folder / f"{name}.json"
+
+
+def split_path(split_file: str | os.PathLike[str] | None, name: str) -> Path:
+    """``split_file`` as given (a relative path is relative to the current directory, as for any path a user
+    types), or :func:`default_split_path` ``(name)`` when it is ``None`` or empty."""
+    return Path(split_file) if split_file else default_split_path(name)
 
 
 GROUPINGS = {either_side: "pairs sharing a source or target sentence (case-folded) are in the same part",

@@ -13,7 +13,8 @@ look at them:
   listing many examples; click one or use the arrow keys, hover a token for its exact weight.
 
 Tokens are joined with spaces, except next to a CJK character (:func:`attnlab.data.chinese.is_cjk`), so
-character-level Chinese reads as written: ``我 爱 你`` is shown as ``我爱你``.
+character-level Chinese reads as written: ``我 爱 你`` is shown as ``我爱你``. Both ways show each token by
+:func:`attnlab.viz.labels.display_token`: SentencePiece's space marker ``"▁"`` is drawn as ``"␣"``.
 
 Dimension legend: ``T`` tokens of one text.
 """
@@ -34,6 +35,7 @@ from attnlab.data.chinese import is_cjk
 from attnlab.viz import fonts, i18n
 from attnlab.viz.heatmap import FORMATS, save_figure
 from attnlab.viz.html import PAGE_HEAD, _asset, _csp_hash, fill_page, json_for_script
+from attnlab.viz.labels import display_tokens
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -277,7 +279,7 @@ class _Layout:
     def _tokens(self, e: int, item: Highlight, max_tokens: int) -> None:
         from matplotlib.patches import Rectangle
 
-        shown = fonts.labels(item.tokens[:max_tokens], max_chars=40)
+        shown = fonts.labels(display_tokens(item.tokens[:max_tokens]), max_chars=40)
         spaces = space_before(item.tokens[:max_tokens])
         gap, right = self.measure(" ", self.fontsize) or 0.3 * self.fontsize / 72, self.width - _MARGIN
         vmax, x = item.max_weight, _MARGIN
@@ -349,7 +351,7 @@ _PAGE = PAGE_HEAD + """<header>
 
 
 def _example_data(item: Highlight, decimals: int) -> dict[str, Any]:
-    return {"tokens": item.tokens, "weights": [round(w, decimals) for w in item.weights],
+    return {"tokens": display_tokens(item.tokens), "weights": [round(w, decimals) for w in item.weights],
             "spaceBefore": space_before(item.tokens), "label": item.label, "probability": item.probability,
             "trueLabel": item.true_label, "title": item.title, "text": item.text}
 

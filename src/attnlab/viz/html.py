@@ -19,6 +19,8 @@ square-root, shared by all layers and heads of one kind of attention of one exam
 Weights travel compactly (see :func:`encode_weights`): base64 float16, or 8 bits per weight with an offset and a
 step per head for large pages; the script decodes them. Size limits: see ``_FLOAT16_LIMIT`` and ``_LARGE``.
 
+Tokens are shown by :func:`attnlab.viz.labels.display_token` (SentencePiece's ``"▁"`` as ``"␣"``), as in the figures.
+
 Safety: tokens are data, never markup. They travel in a ``<script type="application/json">`` block with
 ``<``, ``>`` and ``&`` escaped as ``\\u003c``, ``\\u003e``, ``\\u0026``, and the script puts them on the page
 with ``textContent`` (or draws them on a canvas) only: no ``innerHTML``, no ``eval``. A Content-Security-Policy
@@ -50,6 +52,7 @@ import torch
 
 from attnlab.core.errors import ConfigError
 from attnlab.viz import i18n
+from attnlab.viz.labels import display_tokens
 from attnlab.viz.views import AttentionView, Example, as_examples
 
 log = logging.getLogger(__name__)
@@ -174,8 +177,8 @@ def _view_data(view: AttentionView, example: int, precision: Literal["float16", 
         "kind": view.kind,
         "title": i18n.KIND_TITLES[lang].get(view.kind, view.title),
         "example": example,
-        "queryTokens": view.query_tokens,
-        "keyTokens": view.key_tokens,
+        "queryTokens": display_tokens(view.query_tokens),  # as drawn: "▁house" -> "␣house"
+        "keyTokens": display_tokens(view.key_tokens),
         "layerNames": [i18n.name(n, lang) for n in view.layer_names],
         "headNames": [i18n.name(n, lang) for n in view.heads],
         "weights": encode_weights(w, precision),
