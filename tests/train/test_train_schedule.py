@@ -43,10 +43,64 @@ def test_schedule_drives_the_optimizer_and_restores_from_json() -> None:
     for _ in range(7):
         sched.step()
     state = json.loads(json.dumps(sched.state_dict()))
-    assert state == {"step": 7}
+    assert state == {"step": 7, "elapsed_s": 0.0}
     opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     sched2 = WarmupSchedule(opt2, "inverse_sqrt", base_lr=0.1, warmup_steps=4, max_steps=100)
     sched2.load_state_dict(state)
     assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == pytest.approx(0.1 * math.sqrt(4 / 8))
     with pytest.raises(ValueError):
         sched2.load_state_dict({"step": -1})
+
+
+# ------------------------------------------------------------------------------------- time budgets
+
+
+def _time_schedule(budget_s: float | None, **kw: float) -> WarmupSchedule:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    return WarmupSchedule(opt, "cosine", base_lr=1.0, warmup_steps=10, max_steps=100, budget_s=budget_s, **kw)
+
+
+def test_time_budget_follows_whichever_runs_out_first() -> None:
+    s = _time_schedule(60.0)
+    assert s.effective_step(5, 0.0) == 5.0  # no time used: steps
+    assert s.effective_step(5, 30.0) == 50.0  # half the budget on a slow machine: half the schedule
+    assert s.effective_step(80, 30.0) == 80.0  # a fast machine: steps lead
+    assert s.effective_step(5, 600.0) == 100.0  # past the budget: the end, not beyond
+    assert _time_schedule(None).effective_step(5, 600.0) == 5  # no budget: steps alone
+
+
+def test_time_budget_ends_annealed_on_a_slow_machine() -> None:
+    slow = _time_schedule(60.0)
+    for i in range(1, 21):  # 20 steps of 3 s: the budget runs out at step 20 of a planned 100
+        slow.step(elapsed_s=3.0 * i)
+    assert slow.lr == pytest.approx(0.0, abs=1e-12)
+    half = _time_schedule(60.0)
+    for i in range(1, 11):
+        half.step(elapsed_s=3.0 * i)  # 30 s: half the budget, so warmup is over and cosine is half-way
+    assert half.lr == pytest.approx(lr_factor("cosine", 50, warmup_steps=10, max_steps=100))
+
+
+def test_time_budget_equals_the_step_schedule_when_steps_run_out_first() -> None:
+    timed, stepped = _time_schedule(1e9), _time_schedule(None)
+    for i in range(1, 101):
+        assert timed.lr == stepped.lr
+        timed.step(elapsed_s=0.001 * i)
+        stepped.step()
+
+
+def test_time_budget_state_round_trips_and_old_states_load() -> None:
+    s = _time_schedule(60.0)
+    for i in range(1, 6):
+        s.step(elapsed_s=4.0 * i)
+    state = json.loads(json.dumps(s.state_dict()))
+    assert state == {"step": 5, "elapsed_s": 20.0}
+    t = _time_schedule(60.0)
+    t.load_state_dict(state)
+    assert t.lr == s.lr
+    t.load_state_dict({"step": 5})  # a checkpoint written before time budgets: no elapsed time
+    assert t.elapsed_s == 0.0
+    with pytest.raises(ValueError, match="elapsed_s"):
+        t.load_state_dict({"step": 5, "elapsed_s": -1.0})
+    with pytest.raises(ValueError, match="budget_s"):
+        _time_schedule(0.0)

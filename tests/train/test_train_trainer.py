@@ -216,3 +216,41 @@ def test_no_snapshots_by_default(tmp_path: Path) -> None:
     out = tmp_path / "run"
     Trainer(make_model(), tiny_config(max_steps=6, save_every=3), FakeBatches(), out, progress=False).fit()
     assert not (out / "snapshots").exists()
+
+
+class _FakeClock:
+    """perf_counter/process_time that advance ``tick`` seconds per reading: a deterministic slow machine."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def process_time(self) -> float:
+        return self.now
+
+
+def test_time_schedule_ends_annealed_when_the_budget_runs_out_first(tmp_path: Path, monkeypatch) -> None:
+    import attnlab.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "time", _FakeClock(tick=1.0))
+    # Planned: 1,000 steps; the clock makes each step cost a few seconds, so the 1-minute budget ends first.
+    cfg = tiny_config(max_steps=1000, max_minutes=1.0, schedule="cosine", schedule_by="time", warmup_steps=10,
+                      eval_every=1000, save_every=1000)
+    result = Trainer(make_model(), cfg, FakeBatches(), tmp_path, progress=False).fit()
+    assert result.stop_reason == "max_minutes" and result.step < 100
+    lrs = [r["lr"] for r in read_metrics(tmp_path)]
+    assert max(lrs) == pytest.approx(cfg.lr, rel=0.05)  # warmed up and reached the peak
+    assert lrs[-1] < 0.05 * cfg.lr  # and annealed by the end of the budget (the last step: 2% of the peak)
+    steps = Trainer(make_model(), tiny_config(max_steps=1000, max_minutes=1.0, schedule="cosine", warmup_steps=10,
+                                              eval_every=1000, save_every=1000),
+                    FakeBatches(), tmp_path / "steps", progress=False).fit()
+    assert steps.stop_reason == "max_minutes"
+    assert read_metrics(tmp_path / "steps")[-1]["lr"] > 0.9 * cfg.lr  # the step schedule is cut un-annealed
+
+
+def test_time_schedule_needs_a_time_budget() -> None:
+    with pytest.raises(ConfigError, match="needs a time budget"):
+        tiny_config(schedule_by="time")

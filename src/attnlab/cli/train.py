@@ -24,11 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from attnlab.pipeline import score_test, train_run
     from attnlab.train.allocator import keep_freed_memory
+    from attnlab.train.distributed import teardown
 
     keep_freed_memory()
     saved = saved_run_config(args.out) if args.resume else None
     cfg = run_config_from_args(args, saved=saved)
-    result = train_run(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
+    try:
+        result = train_run(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
+    finally:
+        teardown()
+    if not result.is_main:  # under torchrun rank 0 reports and scores the test split
+        return 0
     tr = result.train
     print(f"trained {tr.step} steps in {result.seconds:.0f}s ({tr.stop_reason}); final train loss {tr.final_loss:.3f}")
     if tr.best_value is not None:

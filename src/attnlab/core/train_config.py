@@ -14,9 +14,11 @@ from attnlab.core.config import check_range, from_dict, option, short_repr, vali
 from attnlab.core.errors import ConfigError
 
 ScheduleKind = Literal["inverse_sqrt", "cosine", "constant"]
+ScheduleBy = Literal["steps", "time"]
 MetricMode = Literal["min", "max"]
+DeviceKind = Literal["auto", "cpu", "cuda"]
 
-__all__ = ["MetricMode", "ScheduleKind", "TrainConfig", "train_config_from_dict"]
+__all__ = ["DeviceKind", "MetricMode", "ScheduleBy", "ScheduleKind", "TrainConfig", "train_config_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class TrainConfig:
                                                          "(Vaswani et al. 2017), cosine (to min_lr_ratio at "
                                                          "max_steps) or constant")
     min_lr_ratio: float = option(0.0, help="cosine schedule: final learning rate as a fraction of lr")
+    schedule_by: ScheduleBy = option("steps", help="what drives warmup and decay: steps (towards max_steps) or "
+                                                   "time (also the fraction of max_minutes used, whichever runs "
+                                                   "out first, so training ends annealed on any machine)")
     max_steps: int = option(2000, help="stop after this many optimizer steps")
     max_epochs: int | None = option(None, help="also stop after this many passes over the training batches")
     max_minutes: float | None = option(None, help="also stop after this many minutes of wall-clock training "
@@ -57,6 +62,8 @@ class TrainConfig:
     log_every: int = option(10, help="write a metrics line (loss, lr, tokens/s) every N steps")
     bf16: bool = option(False, help="run forward passes under CPU bfloat16 autocast")
     num_threads: int | None = option(None, help="torch intra-op CPU threads during training (none = torch default)")
+    device: DeviceKind = option("auto", help="where to train: cpu, cuda, or auto (cuda when available); under "
+                                             "torchrun each process takes the GPU of its local rank")
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):  # from JSON/YAML
@@ -89,6 +96,8 @@ class TrainConfig:
                               f"[0, 1)")
         if self.clip_grad_norm is not None:
             check_range(owner, "clip_grad_norm", self.clip_grad_norm, low=0.0, low_inclusive=False)
+        if self.schedule_by == "time" and self.max_minutes is None:
+            raise ConfigError(f"{owner}.schedule_by: 'time' needs a time budget: set max_minutes")
         if not self.best_metric:
             raise ConfigError(f"{owner}.best_metric: expected a metric name such as 'val_loss', got an empty string")
 

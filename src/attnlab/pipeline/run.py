@@ -18,6 +18,7 @@ from attnlab.core.run_config import RunConfig
 from attnlab.pipeline.load import load_predictor, predictor_from_checkpoint, resolve_checkpoint
 from attnlab.tasks import TestReport, get_task
 from attnlab.train.checkpoint import load_checkpoint, write_json_atomic
+from attnlab.train.distributed import setup
 from attnlab.train.trainer import Trainer, TrainResult, check_fresh_run_dir
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class RunResult:
     config: RunConfig
     seconds: float
     test: list[TestReport] = field(default_factory=list)
+    is_main: bool = True  # False on the ranks of a torchrun group other than 0 (they neither write nor score)
 
 
 def _sections(cfg: RunConfig) -> dict[str, Any]:
@@ -59,9 +61,13 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, prog
     With ``resume``, the text pipeline (tokenizers, vocabularies, labels) comes from ``out_dir/last`` (so ids
     cannot shift) and the task/data/model options must equal the saved ones; training options may change
     (e.g. a larger max_steps).
+
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this: rank 0 prepares the data first and hands its
+    tokenizers and vocabularies to the others, so all ranks encode alike (see :mod:`attnlab.train.distributed`).
     """
     out_dir = Path(out_dir)
     start = time.perf_counter()
+    dist, device = setup(cfg.train.device)
     task = get_task(cfg.task_name)
     saved = None
     if not resume:  # refuse before spending minutes on data preparation
@@ -70,7 +76,13 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, prog
         ckpt = load_checkpoint(out_dir / "last")
         _check_resumable(cfg, ckpt.config, out_dir)
         saved = ckpt.extra
-    data = task.prepare(cfg, saved, where=str(out_dir / "last"))
+    if dist.enabled and saved is None:  # one fitted text pipeline for the whole group: rank 0's
+        data = task.prepare(cfg, None, where=str(out_dir / "last")) if dist.is_main else None
+        saved = dist.broadcast_json(data.extra_state() if dist.is_main else None)
+        if not dist.is_main:
+            data = task.prepare(cfg, saved, where="rank 0's data preparation")
+    else:
+        data = task.prepare(cfg, saved, where=str(out_dir / "last"))
     # torch seeds its default generator randomly per process: seed the initialization from the run's seed
     # (on a forked RNG, so global state is untouched) or the same --seed would give different runs.
     with torch.random.fork_rng(devices=[]):
@@ -80,9 +92,9 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, prog
     log.info("model: %s, %.2fM parameters", cfg.model.kind, params / 1e6)
     trainer = Trainer(model, cfg.train, task.train_batches(data, cfg), out_dir, evaluate=task.evaluator(data, cfg),
                       run_config=_sections(cfg), extra_state=data.extra_state(), progress=progress,
-                      loss=task.loss(cfg))
+                      loss=task.loss(cfg), device=device, dist=dist)
     result = trainer.fit(resume=resume)
-    return RunResult(result, data, model, cfg, time.perf_counter() - start)
+    return RunResult(result, data, model, cfg, time.perf_counter() - start, is_main=dist.is_main)
 
 
 def score_test(run: RunResult, *, beams: Sequence[int] = (1,), write: bool = True) -> list[TestReport]:

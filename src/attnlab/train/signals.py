@@ -4,7 +4,9 @@
 only records a stop request; the trainer finishes its current step, saves the latest checkpoint and
 raises :class:`TrainingInterrupted`. Inside :meth:`StopSignals.critical` (checkpoint writing) every
 signal is deferred, so a second Ctrl-C cannot corrupt the save. A second signal outside a critical
-section stops at once without saving (the previous checkpoint stays intact). Previous handlers are
+section stops at once without saving (the previous checkpoint stays intact) -- unless ``abort_on_second`` is
+off, as under torchrun, where one Ctrl-C reaches a process twice (from the terminal and from torchrun, which
+kills its processes itself if they have not ended after its shutdown timeout, 30 s by default). Previous handlers are
 restored on exit. Outside the main thread (where Python cannot install handlers) it does nothing.
 """
 
@@ -52,7 +54,8 @@ class TrainingInterrupted(AttnlabError):
 class StopSignals:
     """Context manager recording SIGINT/SIGTERM as a stop request (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, abort_on_second: bool = True) -> None:
+        self.abort_on_second = abort_on_second
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
         self._critical = 0
@@ -76,6 +79,8 @@ class StopSignals:
                            "(press Ctrl-C again to stop at once without saving)", name)
         elif self._critical:
             logger.warning("%s received while saving: the checkpoint is finished first", name)
+        elif not self.abort_on_second:
+            logger.warning("%s received again: still stopping after the current step", name)
         else:
             raise TrainingInterrupted(f"stopped at once by a second {name}; the current step was not saved "
                                       f"(the previous checkpoint is intact)", signum=signum)

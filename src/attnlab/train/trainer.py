@@ -19,11 +19,20 @@ schedule step, the RNG states (dropout), the data position inside the epoch and 
 counters (logging window, best value, patience) -- and evaluation runs with the RNG states saved and
 restored around it. So training N steps, stopping, and resuming to 2N gives bit-for-bit the parameters
 and logged losses of 2N uninterrupted steps on CPU.
+
+Time budgets: with ``schedule_by: time`` the learning rate follows the larger of the steps done and the share of
+``max_minutes`` used (:mod:`attnlab.train.schedule`), so a run ends annealed on any machine; it depends on the
+clock, so it is not reproducible step for step.
+
+Data parallel: under torchrun (``dist``, :mod:`attnlab.train.distributed`) the model is wrapped in
+DistributedDataParallel, each rank trains on its share of every batch with the loss divided by the global count,
+rank 0 alone evaluates and writes, and clocks, signals and early stopping are agreed on every step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -45,6 +54,7 @@ from attnlab.core.config import to_dict
 from attnlab.core.errors import ConfigError, DataError, DivergedError
 from attnlab.core.train_config import TrainConfig
 from attnlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, write_json_atomic
+from attnlab.train.distributed import SINGLE, DistContext, rows, seed_step, shard, sum_hook
 from attnlab.train.loss import teacher_forced_loss
 from attnlab.train.progress import MetricsLog, ProgressBar, Throughput
 from attnlab.train.schedule import WarmupSchedule
@@ -184,17 +194,27 @@ class Trainer:
         loss: the task's ``loss(model, batch) -> (loss_sum, count)`` (:data:`LossFn`), called under autocast when
             ``config.bf16``; default: teacher-forced cross-entropy of an :class:`EncoderDecoder` with
             ``config.label_smoothing``.
+        dist: this process's place in a torchrun group (:func:`attnlab.train.distributed.setup`); the default is
+            one process.
     """
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, batches: BatchSource, out_dir: str | Path, *,
                  evaluate: Evaluate | None = None, run_config: Mapping[str, Any] | None = None,
                  extra_state: Mapping[str, Any] | None = None, progress: bool | None = True,
-                 device: torch.device | str = "cpu", loss: LossFn | None = None) -> None:
+                 device: torch.device | str = "cpu", loss: LossFn | None = None, dist: DistContext = SINGLE) -> None:
         if evaluate is None and config.best_metric != "train_loss":
             raise ConfigError(f"best_metric {config.best_metric!r} needs an evaluation function; pass evaluate= "
                               f"or set best_metric: train_loss")
         self.device = torch.device(device)
         self.model = model.to(self.device)
+        self.dist = dist
+        self.train_module: torch.nn.Module = self.model  # what the loss calls: the model, or its DDP wrapper
+        if dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Our models' buffers are fixed tables (positions, masks), equal on every rank: nothing to broadcast.
+            self.train_module = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
+                                                                          forward_sync_buffers=False)
+            self.train_module.register_comm_hook(None, sum_hook)
         self.config = config
         self.batches = batches
         self.out_dir = Path(out_dir)
@@ -206,7 +226,8 @@ class Trainer:
         self.optimizer = build_optimizer(model, config)
         self.schedule = WarmupSchedule(self.optimizer, config.schedule, base_lr=config.lr,
                                        warmup_steps=config.warmup_steps, max_steps=config.max_steps,
-                                       min_lr_ratio=config.min_lr_ratio)
+                                       min_lr_ratio=config.min_lr_ratio,
+                                       budget_s=60 * config.max_minutes if config.schedule_by == "time" else None)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.step = 0
         self._counters = _Counters()
@@ -234,7 +255,8 @@ class Trainer:
         self._data_state = dict(ckpt.data_state)
         self._counters = _Counters.from_dict(ckpt.trainer_state)
         self.step = self._saved_step = ckpt.step
-        self.metrics.truncate_after(ckpt.step)
+        if self.dist.is_main:
+            self.metrics.truncate_after(ckpt.step)
         saved = ckpt.config.get("train", {}) if isinstance(ckpt.config, dict) else {}
         changed = sorted(k for k, v in self.run_config["train"].items() if k in saved and saved[k] != v)
         if changed:
@@ -263,11 +285,15 @@ class Trainer:
         threads = torch.get_num_threads()
         if self.config.num_threads is not None:
             torch.set_num_threads(self.config.num_threads)
-        bar = ProgressBar(self.config.max_steps, initial=self.step, enabled=self.progress)
+        bar = ProgressBar(self.config.max_steps, initial=self.step,
+                          enabled=self.progress if self.dist.is_main else False)
         try:
             redirect = logging_redirect_tqdm() if bar.enabled else contextlib.nullcontext()
-            with StopSignals() as signals, redirect:
-                return self._loop(signals, bar)
+            # Under torchrun a Ctrl-C reaches each process twice (terminal, then torchrun): no abort on the second.
+            with StopSignals(abort_on_second=not self.dist.enabled) as signals, redirect:
+                result = self._loop(signals, bar)
+            self.dist.barrier()  # rank 0 may still be writing the final checkpoint
+            return result
         finally:
             bar.close()
             torch.set_num_threads(threads)
@@ -283,6 +309,8 @@ class Trainer:
         self._resumed = True  # a second fit() call continues this run
 
     def _write_run_config(self) -> None:
+        if not self.dist.is_main:
+            return
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.out_dir / "config.json", self.run_config)
@@ -322,13 +350,17 @@ class Trainer:
         """One update on the task's loss; raises :class:`DivergedError` before applying a non-finite one."""
         cfg = self.config
         step = self.step + 1
+        seed_step(cfg.seed, step, self.dist)  # DDP only: this rank's dropout stream for this step
         batch = batch.to(self.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.schedule.lr
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss_sum, num_tokens = self.loss(self.model, batch)  # float32 sum over num_tokens items
+            loss_sum, num_tokens = self._local_loss(batch)  # float32 sum over num_tokens items
         loss_value = float(loss_sum.detach())
+        if self.dist.enabled:  # the global sum and count: every rank divides by the same count
+            loss_value, count = self.dist.all_sum([loss_value, float(num_tokens)])
+            num_tokens = int(count)
         if not math.isfinite(loss_value):
             self._diverged(step, f"the loss is {loss_value}")
         (loss_sum / max(num_tokens, 1)).backward()
@@ -338,7 +370,8 @@ class Trainer:
         if not math.isfinite(grad_norm):
             self._diverged(step, f"the gradient norm is {grad_norm}")
         self.optimizer.step()
-        self.schedule.step()
+        self._tick_clock([])
+        self.schedule.step(self._counters.elapsed_s)
         self.step = step
 
         c = self._counters
@@ -349,7 +382,7 @@ class Trainer:
         c.tokens_seen += num_tokens
         meter.add(num_tokens)
         self._last_loss = loss_value / max(num_tokens, 1)
-        if step % cfg.log_every == 0:
+        if step % cfg.log_every == 0 and self.dist.is_main:
             window_loss = c.log_loss_sum / max(c.log_tokens, 1)
             rate = meter.rate()
             self.metrics.write({"kind": "train", "step": step, "epoch": int(self.batches.epoch), "loss": window_loss,
@@ -357,6 +390,31 @@ class Trainer:
                                 "elapsed_s": round(time.perf_counter() - start, 3)})
             c.log_loss_sum, c.log_tokens = 0.0, 0
             bar.update(step, loss=window_loss, tokens_per_s=rate, lr=lr)
+
+    def _local_loss(self, batch: Any) -> tuple[torch.Tensor, int]:
+        """The task's loss on this process's rows of ``batch``. A rank left without rows (a batch smaller than the
+        group) runs its forward and backward on the batch's first row with weight 0: every rank must take part
+        in DDP's forward and gradient reduction, and a zero adds nothing."""
+        if not self.dist.enabled:
+            return self.loss(self.train_module, batch)
+        part = shard(batch, self.dist)
+        if rows(part) > 0:
+            return self.loss(self.train_module, part)
+        loss_sum, _ = self.loss(self.train_module, shard(batch, DistContext(0, rows(batch))))
+        return loss_sum * 0.0, 0
+
+    def _tick_clock(self, flags: list[bool]) -> list[bool]:
+        """Add the time since the last tick to the training clocks; under DDP take rank 0's clocks and OR
+        ``flags`` across ranks (one collective), so that every rank decides alike. Returns the flags."""
+        now, cpu_now = time.perf_counter(), time.process_time()
+        c = self._counters
+        c.elapsed_s += now - self._tick
+        c.cpu_s += cpu_now - self._cpu_tick
+        self._tick, self._cpu_tick = now, cpu_now
+        if not self.dist.enabled:
+            return flags
+        (c.elapsed_s, c.cpu_s), flags = self.dist.agree([c.elapsed_s, c.cpu_s], flags)
+        return flags
 
     def _diverged(self, step: int, what: str) -> None:
         kept = (f"the last good checkpoint is {self.last_dir} (step {self._saved_step})" if self._saved_step
@@ -368,22 +426,24 @@ class Trainer:
         """Evaluate, save and check the stop conditions after a completed step."""
         cfg = self.config
         reason: StopReason | None = None
-        if self.step % cfg.eval_every == 0 and self._evaluate(signals):
+        early = self.step % cfg.eval_every == 0 and self._evaluate(signals)
+        # ``stop`` is read once and (under DDP) agreed: a signal arriving after this point is seen after the next
+        # step, on every rank alike, never by one rank alone.
+        early, stop = self._tick_clock([early, signals.requested])
+        if stop:  # under DDP a signal that reached another rank stops this one too
+            signals.request()
+        if early:
             reason = "early_stopping"
         if reason is None and self.step >= cfg.max_steps:
             reason = "max_steps"
-        now, cpu_now = time.perf_counter(), time.process_time()
-        self._counters.elapsed_s += now - self._tick
-        self._counters.cpu_s += cpu_now - self._cpu_tick
-        self._tick, self._cpu_tick = now, cpu_now
         # Time budgets: where they stop depends on the machine's speed, so they are not reproducible.
         if reason is None and cfg.max_minutes is not None and self._counters.elapsed_s >= 60 * cfg.max_minutes:
             reason = "max_minutes"
         if reason is None and cfg.max_cpu_minutes is not None and self._counters.cpu_s >= 60 * cfg.max_cpu_minutes:
             reason = "max_cpu_minutes"
-        if reason is None and (self.step % cfg.save_every == 0 or signals.requested):
+        if reason is None and (self.step % cfg.save_every == 0 or stop):
             self._save(self.last_dir, signals)
-        if reason is None and signals.requested:
+        if reason is None and stop:
             signum = signals.signum or signal.SIGTERM
             raise TrainingInterrupted(f"training interrupted by {signal.Signals(signum).name} after step {self.step}; "
                                       f"checkpoint saved to {self.last_dir}; continue with --resume",
@@ -400,11 +460,16 @@ class Trainer:
     def _evaluate(self, signals: StopSignals) -> bool:
         """Run the evaluation, log it, update ``OUT/best``; return whether early stopping triggers."""
         cfg, c = self.config, self._counters
+        if not self.dist.is_main:  # rank 0 evaluates; the others wait at the next collective
+            c.eval_loss_sum, c.eval_tokens, c.last_eval_step = 0.0, 0, self.step
+            return False
         metrics = {"train_loss": c.eval_loss_sum / c.eval_tokens if c.eval_tokens else math.nan}
         if self.evaluate is not None:
             rng = capture_rng()  # evaluation must not shift the training random streams
             try:
-                results = self.evaluate(self.model)
+                # The tasks' evaluators work on the CPU: off it, they get a CPU copy (not tested: no GPU here).
+                model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to("cpu")
+                results = self.evaluate(model)
             finally:
                 restore_rng(rng)
                 self.model.train()
@@ -434,6 +499,10 @@ class Trainer:
         return False
 
     def _save(self, directory: Path, signals: StopSignals) -> None:
+        if not self.dist.is_main:  # rank 0 writes; the model, optimizer and data position are the same on all
+            if directory == self.last_dir:
+                self._saved_step = self.step
+            return
         with signals.critical():
             save_checkpoint(directory, model=self.model, optimizer=self.optimizer,
                             scheduler_state=self.schedule.state_dict(), step=self.step, rng=capture_rng(),

@@ -1,0 +1,184 @@
+"""Data-parallel training under torchrun (2 processes, gloo, loopback only): DDP equals one process, resumes
+exactly (also across a change of world size), and stops all ranks cleanly on SIGTERM.
+
+Each torchrun launch starts three Python processes (agent + 2 ranks) on a 2-core machine: the tests train
+tiny models for a few steps and are bounded in time; they prove correctness, not speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from attnlab.core.types import Batch, LabelBatch
+from attnlab.train.distributed import DistContext, shard
+
+TIMEOUT = 240  # seconds per launch: a bound, not an expectation (a launch takes ~10-20 s here)
+STEPS = 6
+# dropout 0: with dropout, DDP draws its masks per rank and cannot equal one process.
+TRANSFORMER_ARGS = ["train", "--task", "dates", "--model", "transformer", "--set", "model.d_model=16",
+                    "--set", "model.num_heads=2", "--set", "model.ffn_dim=32", "--set", "model.encoder_layers=1",
+                    "--set", "model.decoder_layers=1", "--set", "model.dropout=0.0",
+                    "--set", "data.num_train=300", "--set", "data.num_valid=20", "--set", "data.num_test=0",
+                    "--set", "decode.eval_sentences=5", "--set", "train.log_every=1", "--set", "train.eval_every=3",
+                    "--set", "train.save_every=3", "--set", "train.tokens_per_batch=400",
+                    "--set", "train.num_threads=1", "--no-progress"]
+CLASSIFIER_ARGS = ["train", "--task", "keywords", "--model", "rnn_classifier", "--set", "model.hidden_size=16",
+                   "--set", "model.embed_dim=16", "--set", "model.dropout=0.0", "--set", "data.num_train=300",
+                   "--set", "data.num_valid=20", "--set", "data.num_test=0", "--set", "train.log_every=1",
+                   "--set", "train.eval_every=3", "--set", "train.save_every=3",
+                   "--set", "train.tokens_per_batch=300", "--set", "train.num_threads=1", "--no-progress"]
+# Two ranks sum their gradients in another order than one process: equal within float32 rounding. Adam divides
+# by sqrt(v) + eps, so a gradient that is zero up to rounding (attention's key-projection bias: softmax ignores a
+# shift shared by all keys) turns its rounding noise into steps of size lr with random signs. eps 1e-4 (against
+# gradients of ~1e-2 per element here) keeps such noise out of the parameters being compared; the runs compared
+# always share the config.
+EQUAL_ADAM = ["--set", "train.eps=1e-4"]
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _torchrun(argv: list[str], nproc: int = 2) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "--rdzv-endpoint=127.0.0.1:0", "-m", "attnlab", *argv]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+    return res
+
+
+def _single(argv: list[str]) -> list[str]:
+    return [sys.executable, "-m", "attnlab", *argv]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "last" / "model.safetensors"))
+
+
+def _losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
+
+
+def _assert_close_runs(a: Path, b: Path, **tol: float) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], msg=lambda m, n=name: f"{n}: {m}", **tol)
+    la, lb = _losses(a), _losses(b)
+    assert la.keys() == lb.keys() and len(la) == STEPS
+    for step in la:
+        assert la[step] == pytest.approx(lb[step], rel=1e-5), step
+
+
+# ------------------------------------------------------------------------------------------ units
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("rows", [0, 1, 2, 5])
+def test_shard_gives_every_row_to_exactly_one_rank(world: int, rows: int) -> None:
+    batch = LabelBatch(tokens=torch.arange(rows * 3).view(rows, 3), lengths=torch.full((rows,), 3),
+                       labels=torch.arange(rows), index=torch.arange(rows))
+    parts = [shard(batch, DistContext(rank=r, world_size=world)) for r in range(world)]
+    assert torch.equal(torch.cat([p.tokens for p in parts]), batch.tokens)
+    assert torch.equal(torch.cat([p.index for p in parts]), batch.index)
+    assert max(len(p.labels) for p in parts) - min(len(p.labels) for p in parts) <= 1
+
+
+def test_shard_keeps_every_field_of_a_text_batch() -> None:
+    b = Batch(src=torch.ones(4, 5, dtype=torch.long), src_lens=torch.tensor([5, 4, 3, 2]),
+              tgt_in=torch.ones(4, 2, dtype=torch.long), tgt_out=torch.ones(4, 2, dtype=torch.long),
+              tgt_lens=torch.tensor([2, 2, 1, 1]), index=torch.arange(4))
+    part = shard(b, DistContext(rank=1, world_size=2))
+    assert isinstance(part, Batch) and torch.equal(part.src_lens, torch.tensor([3, 2]))
+    assert part.src.shape == (2, 5) and torch.equal(part.index, torch.tensor([2, 3]))
+    assert shard(b, DistContext()) is b
+
+
+# ------------------------------------------------------------------------------ 2 ranks, torchrun
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ddp")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [TRANSFORMER_ARGS, CLASSIFIER_ARGS], ids=["transformer", "rnn_classifier"])
+def test_two_ranks_train_the_model_one_process_trains(root: Path, args: list[str]) -> None:
+    name = args[4]
+    one, two = root / f"one-{name}", root / f"two-{name}"
+    _run(_single([*args, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(one)]))
+    res = _run(_torchrun([*args, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(two)]))
+    _assert_close_runs(one, two, **TOLERANCE)
+    assert res.stdout.count("trained 6 steps") == 1  # rank 0 alone reports
+    assert (two / "best").is_dir() and (two / "last").is_dir()
+
+
+@pytest.mark.slow
+def test_ddp_resume_equals_uninterrupted_ddp(root: Path) -> None:
+    straight, resumed = root / "ddp-straight", root / "ddp-resumed"
+    _run(_torchrun([*TRANSFORMER_ARGS, "--set", "model.dropout=0.1", "--max-steps", str(STEPS),
+                    "--out", str(straight)]))
+    _run(_torchrun([*TRANSFORMER_ARGS, "--set", "model.dropout=0.1", "--max-steps", "3", "--out", str(resumed)]))
+    _run(_torchrun([*TRANSFORMER_ARGS, "--set", "model.dropout=0.1", "--max-steps", str(STEPS), "--resume",
+                    "--out", str(resumed)]))
+    # The same operations in the same order on each rank, dropout seeded per (step, rank): bit for bit.
+    _assert_close_runs(straight, resumed, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.slow
+def test_one_process_checkpoint_resumes_on_two_ranks(root: Path) -> None:
+    one = root / "one-transformer"  # 6 steps in one process (first test), else train it here
+    if not (one / "last").is_dir():
+        _run(_single([*TRANSFORMER_ARGS, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(one)]))
+    mixed = root / "one-then-two"
+    _run(_single([*TRANSFORMER_ARGS, *EQUAL_ADAM, "--max-steps", "3", "--out", str(mixed)]))
+    _run(_torchrun([*TRANSFORMER_ARGS, *EQUAL_ADAM, "--max-steps", str(STEPS), "--resume", "--out", str(mixed)]))
+    _assert_close_runs(one, mixed, **TOLERANCE)
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_all_ranks_with_a_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = _torchrun([*TRANSFORMER_ARGS, "--max-steps", "100000", "--set", "train.save_every=100000",
+                     "--out", str(out)])
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        metrics = out / "metrics.jsonl"
+        while time.monotonic() < deadline:  # wait until training is under way
+            if metrics.exists() and len(metrics.read_text(encoding="utf-8").splitlines()) >= 5:
+                break
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both ranks
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    meta = json.loads((out / "last" / "meta.json").read_text(encoding="utf-8"))
+    state = json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))
+    assert state["step"] >= 5, meta
+    # Both ranks stopped after the same step, each with one line (torchrun itself prints its own traceback).
+    stops = [line for line in err.splitlines() if "training interrupted by SIGTERM after step" in line]
+    assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]
+    assert f"after step {state['step']};" in stops[0] and "checkpoint saved to" in stops[0]
+    assert "[rank0]: Traceback" not in err and "[rank1]: Traceback" not in err
