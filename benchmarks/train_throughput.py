@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/train_throughput.py [--threads 2] [--steps 10] [--tokens-per-batch 4096]
      [--sizes base,tiny] [--dtypes fp32,bf16] [--keep-freed-memory] [--no-memory] [--quick]
+     [--loss-chunk-tokens N]
 
 Data: Multi30k En->De train, attnlab's own data preparation (joint SentencePiece BPE, 8,000 pieces, shared
 vocabulary) and :class:`~attnlab.data.batching.BucketedBatches` under ``--tokens-per-batch``, epoch 0 in
@@ -14,7 +15,9 @@ Models (same size, same init seed; neither is the other's copy):
   sinusoidal positions) trained by :class:`attnlab.train.Trainer`'s own step (``Trainer._train_step``:
   bf16 autocast when asked, label-smoothed masked cross-entropy, backward, gradient clipping at 1.0,
   :func:`attnlab.train.build_optimizer`'s AdamW, the schedule, metrics logging every 10 steps) -- exactly
-  what ``attnlab train`` runs per step.
+  what ``attnlab train`` runs per step. Its loss projects the decoder states onto the vocabulary
+  ``--loss-chunk-tokens`` target tokens at a time (:func:`attnlab.train.loss.linear_cross_entropy`; default
+  the library's :data:`~attnlab.train.loss.LOSS_CHUNK_TOKENS`, 0 = all (B, Tt, V) logits at once).
 * ``torch``: ``torch.nn.Transformer(batch_first=True)`` with the same ``d_model``/heads/FFN/layers/dropout
   and LayerNorm placement, one shared ``nn.Embedding`` scaled by ``sqrt(d_model)``, a sinusoidal table and
   embedding dropout, an output ``nn.Linear`` tied to the embedding; key padding masks for the source, the
@@ -33,12 +36,14 @@ allocator settings, also under ``--keep-freed-memory``).
 
 ``--keep-freed-memory`` (glibc ``mallopt`` through :func:`attnlab.train.allocator.keep_freed_memory`, as
 ``attnlab train`` does) stops the allocator from handing the logits-sized blocks back to the kernel after every
-step; on this VM re-faulting them in costs up to a third of a step, for both models alike.
+step; on this VM re-faulting them in costs up to a third of a step, for both models alike. attnlab's chunked
+loss has no such blocks (``--loss-chunk-tokens 0`` brings them back).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -66,6 +71,7 @@ from attnlab.data.batching import BucketedBatches  # noqa: E402
 from attnlab.models import build_model  # noqa: E402
 from attnlab.train import Trainer  # noqa: E402
 from attnlab.train.allocator import keep_freed_memory  # noqa: E402
+from attnlab.train.loss import LOSS_CHUNK_TOKENS, teacher_forced_loss  # noqa: E402
 from attnlab.train.progress import ProgressBar, Throughput  # noqa: E402
 
 PAD_ID = 0
@@ -152,7 +158,8 @@ class Candidates:
     torch: Callable[[Batch], None]
 
 
-def make_candidates(size: str, vocab: int, bf16: bool, norm_first: bool, workdir: Path) -> Candidates:
+def make_candidates(size: str, vocab: int, bf16: bool, norm_first: bool, workdir: Path,
+                    chunk_tokens: int = LOSS_CHUNK_TOKENS) -> Candidates:
     d, h, f, e, dl, p = SIZES[size]
     cfg = TrainConfig(lr=5e-4, warmup_steps=100, max_steps=10**6, label_smoothing=LABEL_SMOOTHING,
                       clip_grad_norm=1.0, bf16=bf16, best_metric="train_loss", log_every=10)
@@ -162,7 +169,9 @@ def make_candidates(size: str, vocab: int, bf16: bool, norm_first: bool, workdir
                                           dropout=p, attention_dropout=p, norm_first=norm_first,
                                           share_embeddings=True, tie_output=True), vocab, vocab)
     out_dir = Path(tempfile.mkdtemp(prefix=f"attnlab-{size}-", dir=workdir))
-    trainer = Trainer(model, cfg, _NoBatches(), out_dir, progress=False)
+    loss = None if chunk_tokens == LOSS_CHUNK_TOKENS else functools.partial(  # None: the trainer's own
+        teacher_forced_loss, label_smoothing=LABEL_SMOOTHING, chunk_tokens=chunk_tokens or None)
+    trainer = Trainer(model, cfg, _NoBatches(), out_dir, progress=False, loss=loss)
     bar, meter, start = ProgressBar(1, enabled=False), Throughput(), time.perf_counter()
 
     def attnlab_step(batch: Batch) -> None:
@@ -224,11 +233,12 @@ _MEM_CHILD = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
 import train_throughput as tt
-which, size, bf16, norm_first, vocab, path, threads = sys.argv[2:9]
+which, size, bf16, norm_first, vocab, path, threads, chunk = sys.argv[2:10]
 torch.set_num_threads(int(threads))
 batch = torch.load(path, weights_only=False)
 with __import__("tempfile").TemporaryDirectory() as tmp:
-    cands = tt.make_candidates(size, int(vocab), bf16 == "1", norm_first == "1", __import__("pathlib").Path(tmp))
+    cands = tt.make_candidates(size, int(vocab), bf16 == "1", norm_first == "1", __import__("pathlib").Path(tmp),
+                               int(chunk))
     step = getattr(cands, which)
     step(batch)  # warm-up: kernels, AdamW moments
     def status(field):
@@ -245,10 +255,10 @@ print(json.dumps({"step_mib": (peak - before) / 1024, "peak_mib": peak / 1024}))
 
 
 def peak_memory(which: str, size: str, bf16: bool, norm_first: bool, vocab: int, batch_path: Path,
-                threads: int) -> dict[str, float]:
+                threads: int, chunk_tokens: int) -> dict[str, float]:
     """Always with glibc's default allocator settings (``--keep-freed-memory`` would hide the step's peak)."""
     args = [sys.executable, "-c", _MEM_CHILD, str(Path(__file__).resolve().parent), which, size, str(int(bf16)),
-            str(int(norm_first)), str(vocab), str(batch_path), str(threads)]
+            str(int(norm_first)), str(vocab), str(batch_path), str(threads), str(chunk_tokens)]
     res = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -284,6 +294,8 @@ def main() -> None:
                         help="glibc mallopt: no mmap for large blocks, no trimming (see keep_freed_memory)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--quick", action="store_true", help="tiny size, fp32 and bf16, 4 steps, no memory")
+    parser.add_argument("--loss-chunk-tokens", type=int, default=LOSS_CHUNK_TOKENS,
+                        help="attnlab's loss projects this many target tokens at a time (0 = all logits at once)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args()
     if args.quick:
@@ -300,7 +312,7 @@ def main() -> None:
     print(f"# device cpu; data: {what}; {len(batches)} batches of <= {args.tokens_per_batch} padded tokens "
           f"({args.warmup} warm-up + {args.steps} timed); {'post' if args.post_ln else 'pre'}-LN; "
           f"label smoothing {LABEL_SMOOTHING}, AdamW, clip 1.0; glibc keep-freed-memory "
-          f"{'on' if kept else 'off'}")
+          f"{'on' if kept else 'off'}; attnlab loss chunk {args.loss_chunk_tokens or 'off (full logits)'}")
     timed = batches[args.warmup:]
     tgt_tokens = [int((b.tgt_out != PAD_ID).sum()) for b in timed]
     all_tokens = [t + int(b.src_lens.sum()) for t, b in zip(tgt_tokens, timed, strict=True)]
@@ -317,7 +329,7 @@ def main() -> None:
         for size in sizes:
             for dtype in dtypes:
                 bf16 = dtype == "bf16"
-                cands = make_candidates(size, vocab, bf16, norm_first, workdir)
+                cands = make_candidates(size, vocab, bf16, norm_first, workdir, args.loss_chunk_tokens)
                 times = time_steps(cands, batches, args.warmup)
                 row = {"size": size, "dtype": dtype, "dims": SIZES[size]}
                 for name in ("attnlab", "torch"):
@@ -329,7 +341,8 @@ def main() -> None:
                 row["ratio"] = statistics.median(b / a for a, b in zip(times["attnlab"], times["torch"], strict=True))
                 if not args.no_memory:
                     for name in ("attnlab", "torch"):
-                        row[f"{name}_mem"] = peak_memory(name, size, bf16, norm_first, vocab, batch_path, args.threads)
+                        row[f"{name}_mem"] = peak_memory(name, size, bf16, norm_first, vocab, batch_path, args.threads,
+                                                         args.loss_chunk_tokens)
                 rows.append(row)
                 print(f"  measured {size} {dtype}: ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
 

@@ -48,6 +48,16 @@ def test_decode_step_equals_teacher_forcing(rnn: str, bidirectional: bool, atten
     assert out.attention.encoder_self is None and out.attention.decoder_self is None
 
 
+def test_unprojected_forward_returns_the_states_the_output_layer_maps_to_logits() -> None:
+    model = _model()
+    g = torch.Generator().manual_seed(3)
+    src, lens = padded_batch([5, 2], SRC_V, generator=g)
+    tgt, _ = padded_batch([4, 4], TGT_V, generator=g)
+    bare = model(src, lens, tgt, project=False)
+    assert bare.logits is None and bare.hidden.shape == (2, 4, 12)
+    torch.testing.assert_close(model.output_projection()(bare.hidden), model(src, lens, tgt).logits, rtol=0, atol=0)
+
+
 def test_attention_weights_are_distributions_over_real_tokens() -> None:
     model = _model()
     g = torch.Generator().manual_seed(2)

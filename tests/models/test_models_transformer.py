@@ -159,6 +159,18 @@ def test_gradients_reach_every_parameter() -> None:
     assert missing == []
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_unprojected_forward_returns_the_states_the_output_layer_maps_to_logits(tie: bool) -> None:
+    model = _model(tie_output=tie)
+    src, lens, tgt = _batch(6, [5, 2], 4)
+    full = model(src, lens, tgt, need_weights=True)
+    bare = model(src, lens, tgt, need_weights=True, project=False)
+    assert bare.logits is None and bare.hidden.shape == (2, 4, SMALL["d_model"])
+    assert model.output_projection() is model.output
+    torch.testing.assert_close(model.output_projection()(bare.hidden), full.logits, rtol=0, atol=0)
+    torch.testing.assert_close(bare.attention.cross, full.attention.cross, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------------ pointer-generator
 def _copy_model(seed: int = 0) -> Transformer:
     torch.manual_seed(seed)
@@ -239,6 +251,14 @@ def test_copy_needs_one_vocabulary_and_trains_every_parameter() -> None:
     F.nll_loss(model(src, lens, tgt).logits.flatten(0, 1), tgt.flatten()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []
+
+
+def test_copy_has_no_linear_output_projection() -> None:
+    model = _copy_model()
+    src, lens, tgt = _batch(7, [4, 3], 3)
+    assert model.output_projection() is None
+    with pytest.raises(ValueError, match="project=False"):
+        model(src, lens, tgt, project=False)
 
 
 def test_copy_under_bf16_autocast_is_a_float32_distribution() -> None:

@@ -15,3 +15,15 @@ def test_keep_freed_memory_applies_on_glibc_and_is_harmless():
     else:
         assert out == "False"
     assert callable(keep_freed_memory)
+
+
+def test_cap_kernel_caches_sets_both_caches_unless_the_user_did(monkeypatch):
+    from attnlab.train.allocator import KERNEL_CACHE_CAPACITY, cap_kernel_caches
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")  # the user's own setting wins
+    cap_kernel_caches()
+    import os
+
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(KERNEL_CACHE_CAPACITY)
+    assert os.environ["LRU_CACHE_CAPACITY"] == "7"

@@ -42,12 +42,13 @@ def demo_config(max_steps: int | None = None, seed: int | None = None):
 def run(args: argparse.Namespace) -> int:
     from attnlab.models.base import AttentionMaps
     from attnlab.pipeline import load_translator, score_pairs, train_run
-    from attnlab.train.allocator import keep_freed_memory
+    from attnlab.train.allocator import cap_kernel_caches, keep_freed_memory
     from attnlab.viz.heatmap import plot_attention
     from attnlab.viz.html import write_html
     from attnlab.viz.views import Example
 
     keep_freed_memory()
+    cap_kernel_caches()
     out = Path(args.out)
     cfg = demo_config(args.max_steps, args.seed)
     resume = (out / "last").exists()

@@ -23,10 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.pipeline import score_test, train_run
-    from attnlab.train.allocator import keep_freed_memory
+    from attnlab.train.allocator import cap_kernel_caches, keep_freed_memory
     from attnlab.train.distributed import teardown
 
     keep_freed_memory()
+    cap_kernel_caches()
     saved = saved_run_config(args.out) if args.resume else None
     cfg = run_config_from_args(args, saved=saved)
     try:

@@ -32,12 +32,16 @@ class AttentionMaps:
 @dataclass
 class Seq2SeqOutput:
     """Attributes:
-    logits: ``(B, Tt, V)`` next-token scores for every target position.
+    logits: ``(B, Tt, V)`` next-token scores for every target position; ``None`` only when ``project=False``
+        was passed to a model with an :meth:`EncoderDecoder.output_projection`.
     attention: the attention maps when ``need_weights=True`` was passed, else ``None``.
+    hidden: ``(B, Tt, D)`` the decoder states that ``output_projection()`` maps to ``logits``, from models that
+        have one; else ``None``.
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     attention: AttentionMaps | None
+    hidden: torch.Tensor | None = None
 
 
 class DecoderState(ABC):
@@ -69,6 +73,17 @@ class EncoderDecoder(nn.Module, ABC):
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
                 need_weights: bool = False) -> Seq2SeqOutput:
         """Teacher-forced pass. ``src``: ``(B, Ts)``, ``src_lens``: ``(B,)``, ``tgt_in``: ``(B, Tt)``."""
+
+    def output_projection(self) -> nn.Linear | None:
+        """The linear layer with ``logits = output_projection()(hidden)``, or ``None`` (the default) when the
+        logits are anything else.
+
+        A model that returns a layer here also accepts ``forward(..., project=False)``, which skips that layer and
+        returns ``logits=None`` with the ``hidden`` states ``(B, Tt, D)``: the loss can then project them itself,
+        a chunk of tokens at a time, without ever holding the ``(B, Tt, V)`` logits
+        (:func:`attnlab.train.loss.linear_cross_entropy`).
+        """
+        return None
 
     @abstractmethod
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> DecoderState:

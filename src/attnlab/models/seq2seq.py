@@ -160,11 +160,16 @@ class Seq2Seq(EncoderDecoder):
         return Seq2SeqState(hidden, memory, keys, mask)
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False) -> Seq2SeqOutput:
+                need_weights: bool = False, project: bool = True) -> Seq2SeqOutput:
         """Teacher-forced pass: ``src`` ``(B, Ts)``, ``src_lens`` ``(B,)``, ``tgt_in`` ``(B, Tt)``.
 
+        Args:
+            project: ``False`` skips the output layer and returns ``logits=None``, for a loss that projects
+                ``hidden`` with :meth:`output_projection` itself, a chunk at a time.
+
         Returns:
-            logits ``(B, Tt, V)``; with ``need_weights``, ``AttentionMaps(cross=(1, B, 1, Tt, Ts))``.
+            logits ``(B, Tt, V)``; ``hidden`` ``(B, Tt, Hd)``, the decoder outputs ``s_t`` after dropout; with
+            ``need_weights``, ``AttentionMaps(cross=(1, B, 1, Tt, Ts))``.
         """
         # 1. Encode.
         state = self.encode(src, src_lens)
@@ -177,11 +182,16 @@ class Seq2Seq(EncoderDecoder):
             outputs.append(output)
             all_weights.append(weights)
         # 3. One projection for all positions.
-        logits = self.output(self.dropout(torch.stack(outputs, dim=1)))  # (B, Tt, V)
+        hidden = self.dropout(torch.stack(outputs, dim=1))  # (B, Tt, Hd)
+        logits = self.output(hidden) if project else None  # (B, Tt, V)
         if not need_weights:
-            return Seq2SeqOutput(logits, None)
+            return Seq2SeqOutput(logits, None, hidden)
         cross = torch.cat(all_weights, dim=1)  # (B, Tt, Ts)
-        return Seq2SeqOutput(logits, AttentionMaps(cross=cross[None, :, None]))  # (1, B, 1, Tt, Ts)
+        return Seq2SeqOutput(logits, AttentionMaps(cross=cross[None, :, None]), hidden)  # (1, B, 1, Tt, Ts)
+
+    def output_projection(self) -> nn.Linear:
+        """``output``, the linear layer from the decoder outputs to the logits."""
+        return self.output
 
     def decode_step(self, tokens: torch.Tensor, state: Seq2SeqState, *, need_weights: bool = False) -> StepOutput:
         """Consume ``tokens`` ``(B,)``; returns logits ``(B, V)``, the new state and ``alpha_t`` ``(B, Ts)``."""

@@ -282,25 +282,40 @@ class Transformer(EncoderDecoder):
 
     # ------------------------------------------------------------------------------------- public API
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False) -> Seq2SeqOutput:
+                need_weights: bool = False, project: bool = True) -> Seq2SeqOutput:
         """Teacher-forced pass: ``src`` ``(B, Ts)``, ``src_lens`` ``(B,)``, ``tgt_in`` ``(B, Tt)``.
 
+        Args:
+            project: ``False`` skips step 3 and returns ``logits=None``, for a loss that projects ``hidden`` with
+                :meth:`output_projection` itself, a chunk at a time. Not with ``copy``.
+
+        Raises:
+            ValueError: ``project=False`` with ``copy``, whose output is no linear projection of ``hidden``.
+
         Returns:
-            logits ``(B, Tt, V)``; with ``need_weights``, :class:`AttentionMaps` with ``encoder_self``
-            ``(Le, B, H, Ts, Ts)``, ``decoder_self`` ``(Ld, B, H, Tt, Tt)`` and ``cross`` ``(Ld, B, H, Tt, Ts)``.
+            logits ``(B, Tt, V)``; the decoder's final states ``hidden`` ``(B, Tt, D)``; with ``need_weights``,
+            :class:`AttentionMaps` with ``encoder_self`` ``(Le, B, H, Ts, Ts)``, ``decoder_self``
+            ``(Ld, B, H, Tt, Tt)`` and ``cross`` ``(Ld, B, H, Tt, Ts)``.
         """
+        if not project and self.config.copy:
+            raise ValueError("Transformer.forward: project=False needs the plain output projection, but copy=True "
+                             "mixes a copy distribution into the output; call it with project=True")
         # 1. Encode the source (padding keys masked by src_lens).
         memory, enc_maps = self._encode(src, src_lens, need_weights)  # (B, Ts, D)
         # 2. Decode all target positions at once under the causal mask.
         hidden, dec_outs = self._decode(tgt_in, memory, src_lens, need_weights=need_weights)  # (B, Tt, D)
         # 3. Project to the vocabulary (with copy: mix in the copy distribution over the source tokens).
-        logits, _ = self._project(hidden, src, src_lens, memory)  # (B, Tt, V)
+        logits = self._project(hidden, src, src_lens, memory)[0] if project else None  # (B, Tt, V)
         if not need_weights:
-            return Seq2SeqOutput(logits, None)
+            return Seq2SeqOutput(logits, None, hidden)
         maps = AttentionMaps(encoder_self=torch.stack(enc_maps),  # (Le, B, H, Ts, Ts)
                              decoder_self=torch.stack([o.self_weights for o in dec_outs]),  # (Ld, B, H, Tt, Tt)
                              cross=torch.stack([o.cross_weights for o in dec_outs]))  # (Ld, B, H, Tt, Ts)
-        return Seq2SeqOutput(logits, maps)
+        return Seq2SeqOutput(logits, maps, hidden)
+
+    def output_projection(self) -> nn.Linear | None:
+        """``output`` (tied to the target embedding with ``tie_output``); ``None`` with ``copy``."""
+        return None if self.config.copy else self.output
 
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> TransformerState:
         """Run the encoder once and set up empty caches for :meth:`decode_step`."""

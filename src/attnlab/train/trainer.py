@@ -235,6 +235,7 @@ class Trainer:
         self._saved_step: int | None = None
         self._last_loss = math.nan
         self._resumed = False
+        self._tick, self._cpu_tick = time.perf_counter(), time.process_time()  # the training clocks (fit restarts them)
 
     @property
     def last_dir(self) -> Path:
