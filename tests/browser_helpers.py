@@ -3,10 +3,16 @@ tests/notebooks; pytest runs with --import-mode=importlib, so test files put tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +119,57 @@ class DevTools:
 
     def requests(self) -> list[str]:
         return [e["params"]["request"]["url"] for e in self.events if e.get("method") == "Network.requestWillBeSent"]
+
+
+@contextlib.contextmanager
+def launch_devtools(profile: Path, log_path: Path, extra_flags: Sequence[str] = ()) -> Iterator[DevTools]:
+    """Headless Chromium on a fresh ``profile``, its output in ``log_path``, and a :class:`DevTools` connection to
+    its first page with the Page, Runtime, Log and Network domains on; skips (or fails, see
+    :func:`require_browser`) when Chromium or websocket-client is missing. The browser is stopped on exit."""
+    binary = find_chromium()
+    if binary is None:
+        require_browser(NO_CHROMIUM)
+    try:
+        import websocket  # noqa: F401
+    except ImportError:
+        require_browser("websocket-client is not installed (pip install attnlab[test])")
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync", *extra_flags,
+         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1200,900", "about:blank"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        port_file, end = profile / "DevToolsActivePort", time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > end:
+                pytest.fail(f"Chromium did not start (exit code {proc.poll()}); see {log.name}")
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
+            pages = [t for t in json.load(resp) if t["type"] == "page"]
+        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            tools.call(f"{domain}.enable")
+        yield tools
+        tools.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+class StartTags(HTMLParser):
+    """The start tags of an HTML fragment, with their (unescaped) attributes, as a browser's tokenizer sees them."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.feed(fragment)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))

@@ -17,13 +17,10 @@ import base64
 import json
 import os
 import re
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +28,7 @@ import pytest
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # pytest runs with --import-mode=importlib
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from browser_helpers import DevTools, find_chromium, require_browser  # noqa: E402
+from browser_helpers import DevTools, StartTags, launch_devtools  # noqa: E402
 
 pytestmark = pytest.mark.notebooks
 
@@ -167,17 +164,6 @@ def test_notebook_runs_in_fast_mode(name: str, tmp_path_factory: pytest.TempPath
 # ------------------------------------------------------------------------------------------ inline views
 
 
-class _Tags(HTMLParser):
-    """Start tags with their (unescaped) attributes, as a browser's tokenizer sees them."""
-
-    def __init__(self, fragment: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.feed(fragment)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
 
 
 def _inline_views(nb: Any) -> list[dict[str, Any]]:
@@ -193,7 +179,7 @@ def test_inline_views_are_self_contained(name: str, tmp_path_factory: pytest.Tem
     for data, word in zip(views, VIEWS[name], strict=True):
         assert word in data["text/plain"]
         fragment = data["text/html"]
-        tags = _Tags(fragment).tags
+        tags = StartTags(fragment).tags
         (frame,) = [attrs for tag, attrs in tags if tag == "iframe"]
         assert frame["sandbox"] == "allow-scripts"  # scripts run, but not with the notebook's origin
         page = frame["srcdoc"] or ""
@@ -201,7 +187,7 @@ def test_inline_views_are_self_contained(name: str, tmp_path_factory: pytest.Tem
         for text in (fragment, page):
             assert not EXTERNAL.search(text), f"{name}: an external URL or loader: {EXTERNAL.search(text)[0]!r}"
         for text in (fragment, page):
-            assert all(str(attrs["src"]).startswith("data:") for _, attrs in _Tags(text).tags if "src" in attrs)
+            assert all(str(attrs["src"]).startswith("data:") for _, attrs in StartTags(text).tags if "src" in attrs)
         assert base64.b64decode(data["image/png"])[:8] == PNG  # the fallback for front ends without HTML
         assert any(tag == "img" and str(attrs.get("src")).startswith("data:image/png;base64,")
                    for tag, attrs in tags), "no picture inside the HTML for sanitizing front ends"
@@ -212,43 +198,10 @@ def test_inline_views_are_self_contained(name: str, tmp_path_factory: pytest.Tem
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[DevTools]:
-    binary = find_chromium()
-    if binary is None:
-        require_browser("no Chromium found (apt-get install chromium)")
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        require_browser("websocket-client is not installed (pip install attnlab[test])")
-    profile = tmp_path / "chromium-profile"
-    log = (tmp_path / "chromium.log").open("wb")
     # Sandboxed frames stay in the page's process, so the test reaches them through the page's own connection.
-    proc = subprocess.Popen(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
-         "--disable-site-isolation-trials", "--disable-features=IsolateSandboxedIframes,site-per-process",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1200,900", "about:blank"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        port_file, end = profile / "DevToolsActivePort", time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None or time.monotonic() > end:
-                pytest.fail(f"Chromium did not start (exit code {proc.poll()}); see {log.name}")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
-            pages = [t for t in json.load(resp) if t["type"] == "page"]
-        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            tools.call(f"{domain}.enable")
+    isolation = ["--disable-site-isolation-trials", "--disable-features=IsolateSandboxedIframes,site-per-process"]
+    with launch_devtools(tmp_path / "chromium-profile", tmp_path / "chromium.log", isolation) as tools:
         yield tools
-        tools.ws.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _export(nb: Any) -> str:

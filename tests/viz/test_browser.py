@@ -12,10 +12,8 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from attnlab.viz.html import write_html
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # pytest runs with --import-mode=importlib
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from browser_helpers import NO_CHROMIUM, DevTools, find_chromium, require_browser  # noqa: E402
+from browser_helpers import DevTools, launch_devtools  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -39,41 +37,9 @@ TGT = ["I", "<b>love</b>", "you", "!"]
 
 @pytest.fixture(scope="module")
 def devtools(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
-    binary = find_chromium()
-    if binary is None:
-        require_browser(NO_CHROMIUM)
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        require_browser("websocket-client is not installed (pip install attnlab[test])")
     profile = tmp_path_factory.mktemp("chromium-profile")
-    log = (profile.parent / "chromium.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
-         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1200,900", "about:blank"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        port_file, end = profile / "DevToolsActivePort", time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None or time.monotonic() > end:
-                pytest.fail(f"Chromium did not start (exit code {proc.poll()}); see {log.name}")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
-            pages = [t for t in json.load(resp) if t["type"] == "page"]
-        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            tools.call(f"{domain}.enable")
+    with launch_devtools(profile, profile.parent / "chromium.log") as tools:
         yield tools
-        tools.ws.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _maps() -> AttentionMaps:

@@ -7,7 +7,6 @@ import html
 import re
 import sys
 import types
-from html.parser import HTMLParser
 
 import pytest
 import torch
@@ -23,22 +22,12 @@ from attnlab.viz.html import html_document
 from attnlab.viz.image import caption_attention_html, vit_attention_html
 from attnlab.viz.notebook import PNG_SIGNATURE, InlineView, inline, inline_caption, inline_vit, show
 from attnlab.viz.views import as_views
+from browser_helpers import StartTags  # tests/ is on sys.path (tests/conftest.py)
 
 IMG_TAG = "<img src=x onerror=alert(1)>"
 HOSTILE = ["</script><script>alert(1)</script>", IMG_TAG, "\"dq\" 'sq'", "a & b", "我爱你", "{{JS}}"]
 
 
-class _Tags(HTMLParser):
-    """The start tags of an HTML fragment, with their attributes, as a browser's tokenizer sees them."""
-
-    def __init__(self, fragment: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.feed(fragment)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
 
 
 def _weights(n: int = len(HOSTILE)) -> torch.Tensor:
@@ -46,7 +35,7 @@ def _weights(n: int = len(HOSTILE)) -> torch.Tensor:
 
 
 def _srcdoc(bundle_html: str) -> str:
-    (iframe,) = [attrs for tag, attrs in _Tags(bundle_html).tags if tag == "iframe"]
+    (iframe,) = [attrs for tag, attrs in StartTags(bundle_html).tags if tag == "iframe"]
     return iframe["srcdoc"]  # the parser unescapes the attribute, as a browser does
 
 
@@ -69,7 +58,7 @@ def _assert_offline(bundle_html: str) -> None:
         assert not re.search(r"https?://|//cdn|@import|url\(", text)
         assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
         assert "require" not in text.lower()
-    sources = [attrs.get("src") for _, attrs in _Tags(bundle_html).tags if "src" in attrs]
+    sources = [attrs.get("src") for _, attrs in StartTags(bundle_html).tags if "src" in attrs]
     assert all(src.startswith("data:image/png;base64,") for src in sources)
 
 
@@ -83,7 +72,7 @@ def test_bundle_holds_html_png_and_text() -> None:
     assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
     assert isinstance(bundle["image/png"], str)  # base64 text, as Jupyter stores it in the notebook
     assert "2 layers x 3 heads" in bundle["text/plain"] and "6 x 6 tokens" in bundle["text/plain"]
-    tags = _Tags(bundle["text/html"]).tags
+    tags = StartTags(bundle["text/html"]).tags
     assert [tag for tag, _ in tags] == ["div", "style", "iframe", "div", "img"]
     iframe = tags[2][1]
     assert iframe["sandbox"] == "allow-scripts"  # scripts, but not the notebook's origin
@@ -122,7 +111,7 @@ def test_hostile_tokens_never_appear_unescaped() -> None:
     for view in (inline(_weights(), query_tokens=HOSTILE, title=IMG_TAG), inline(_highlights(), title=IMG_TAG)):
         page = view._repr_mimebundle_()["text/html"]
         assert IMG_TAG not in page and "<img src=x" not in page and "</script>" not in page
-        assert [tag for tag, _ in _Tags(page).tags] == ["div", "style", "iframe", "div", "img"]  # nothing injected
+        assert [tag for tag, _ in StartTags(page).tags] == ["div", "style", "iframe", "div", "img"]  # nothing injected
         assert IMG_TAG in view.html or "\\u003cimg src=x onerror=alert(1)\\u003e" in view.html  # still data
 
 
