@@ -311,3 +311,29 @@ def test_gru_decoder_steps_equal_the_teacher_forced_pass_and_decode() -> None:
     beam = beam_search(model, images, lens, beam_size=1, max_len=6, return_attention=True)
     assert [h.tokens for h in greedy] == [n[0].tokens for n in beam]
     assert greedy[0].cross_attention.shape[1] == 16
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_chunked_loss_equals_the_full_logits_loss(tie: bool) -> None:
+    """The Transformer-decoder captioner hands its states to the chunked loss: same loss and gradients (float32)."""
+    from attnlab.core.types import Batch
+    from attnlab.train.loss import teacher_forced_loss
+
+    images, lens, tgt = _batch(3, 3, 7)
+    tgt_out = torch.cat([tgt[:, 1:], torch.full((3, 1), 2)], dim=1)
+    tgt_out[0, 4:] = 0  # padding: neither projected nor scored
+    batch = Batch(images, lens, tgt, tgt_out, (tgt_out != 0).sum(1), torch.arange(3))
+    results = []
+    for chunk in (None, 4):  # full logits, then chunks of 4 target tokens
+        model = _model(tie_embeddings=tie).train()
+        loss, count = teacher_forced_loss(model, batch, label_smoothing=0.1, chunk_tokens=chunk)
+        loss.backward()
+        results.append((loss.detach(), count, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (full, n_full, g_full), (chunked, n_chunked, g_chunked) = results
+    assert n_full == n_chunked == int((tgt_out != 0).sum())
+    torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-5)
+    for name in g_full:
+        torch.testing.assert_close(g_chunked[name], g_full[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert _model(decoder="gru").output_projection() is None
+    with pytest.raises(ValueError, match="project=False needs the Transformer decoder"):
+        _model(decoder="gru")(images, lens, tgt, project=False)

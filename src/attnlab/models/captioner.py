@@ -127,8 +127,13 @@ class Captioner(EncoderDecoder):
         return self.decoder_norm(x), outs
 
     # ------------------------------------------------------------------------------------- public API
+    def output_projection(self) -> nn.Linear | None:
+        """``output`` for the Transformer decoder (the loss may project its states in chunks); ``None`` for the GRU
+        decoder, whose logits come from a per-step read-out with its own dropout."""
+        return None if self.gru else self.output
+
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False) -> Seq2SeqOutput:
+                need_weights: bool = False, project: bool = True) -> Seq2SeqOutput:
         """Teacher-forced pass: ``src`` images ``(B, C, S, S)``, ``src_lens`` ``(B,)`` all equal to ``N``,
         ``tgt_in`` ``(B, Tt)`` caption ids starting with ``<bos>``.
 
@@ -138,8 +143,13 @@ class Captioner(EncoderDecoder):
         Returns:
             logits ``(B, Tt, V)``; with ``need_weights``, :class:`AttentionMaps` with ``encoder_self``
             ``(Le, B, H, N, N)`` (``None`` when ``Le = 0``), ``decoder_self`` ``(Ld, B, H, Tt, Tt)`` and ``cross``
-            ``(Ld, B, H, Tt, N)``; patches in row-major order (see :func:`patch_grid`).
+            ``(Ld, B, H, Tt, N)``; patches in row-major order (see :func:`patch_grid`). ``project=False`` (Transformer
+            decoder only, see :meth:`output_projection`): ``logits=None`` and the decoder's states ``hidden``
+            ``(B, Tt, D)``.
         """
+        if not project and self.gru:
+            raise ValueError("Captioner.forward: project=False needs the Transformer decoder; the GRU decoder's "
+                             "logits come from its per-step read-out")
         # 1. Encode the patches.
         memory, enc_maps = self._encode(src, src_lens, need_weights)  # (B, N, D)
         if self.gru:
@@ -147,13 +157,13 @@ class Captioner(EncoderDecoder):
         # 2. Decode all caption positions at once under the causal mask.
         hidden, dec_outs = self._decode(tgt_in, memory, need_weights=need_weights)  # (B, Tt, D)
         # 3. Project to the vocabulary.
-        logits = self.output(hidden)  # (B, Tt, V)
+        logits = self.output(hidden) if project else None  # (B, Tt, V)
         if not need_weights:
-            return Seq2SeqOutput(logits, None)
+            return Seq2SeqOutput(logits, None, hidden)
         maps = AttentionMaps(encoder_self=torch.stack(enc_maps) if enc_maps else None,  # (Le, B, H, N, N)
                              decoder_self=torch.stack([o.self_weights for o in dec_outs]),  # (Ld, B, H, Tt, Tt)
                              cross=torch.stack([o.cross_weights for o in dec_outs]))  # (Ld, B, H, Tt, N)
-        return Seq2SeqOutput(logits, maps)
+        return Seq2SeqOutput(logits, maps, hidden)
 
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> TransformerState | Seq2SeqState:
         """Encode images ``(B, C, S, S)`` once and set up empty caches (or the GRU's first state) for
