@@ -58,9 +58,14 @@ class DevTools:
         self.events: list[dict[str, Any]] = []
         self.next_id = 0
 
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
+    def call(self, method: str, /, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """Send ``method`` with ``params`` and return its result; with ``session``, to that attached target's
+        session (the flat protocol)."""
         self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        message = {"id": self.next_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        self.ws.send(json.dumps(message))
         while True:
             msg = json.loads(self.ws.recv())
             if msg.get("id") == self.next_id:

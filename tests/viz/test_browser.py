@@ -482,17 +482,7 @@ def test_screenshots_of_each_view(devtools: DevTools, tmp_path: Path) -> None:
 
 def _session_call(tools: DevTools, session: str | None, method: str, **params: Any) -> dict[str, Any]:
     """``tools.call`` addressed to an attached target's session (flat protocol) when ``session`` is given."""
-    if session is None:
-        return tools.call(method, **params)
-    tools.next_id += 1
-    tools.ws.send(json.dumps({"id": tools.next_id, "method": method, "params": params, "sessionId": session}))
-    while True:
-        msg = json.loads(tools.ws.recv())
-        if msg.get("id") == tools.next_id:
-            if "error" in msg:
-                raise RuntimeError(f"{method}: {msg['error']}")
-            return msg.get("result", {})
-        tools.events.append(msg)
+    return tools.call(method, session=session, **params)
 
 
 class _Frame:

@@ -130,6 +130,8 @@ def setup(device: str = "auto") -> tuple[DistContext, torch.device]:
                 raise ConfigError(f"WORLD_SIZE is {world} but {name} is not set: launch with torchrun "
                                   f"(e.g. torchrun --standalone --nproc-per-node {world} -m attnlab train ...)")
         backend = "nccl" if dev.type == "cuda" else "gloo"
+        logger.info("rank %d: joining %d processes at %s:%s (waits up to %s for the others)", ctx.rank, world,
+                    os.environ["MASTER_ADDR"][:80], os.environ["MASTER_PORT"][:10], TIMEOUT)
         dist.init_process_group(backend, timeout=TIMEOUT)  # env:// rendezvous: torchrun's variables
         if not ctx.is_main:  # one log for the group: the other ranks report warnings and errors only
             logging.getLogger("attnlab").setLevel(logging.WARNING)

@@ -371,7 +371,8 @@ class Trainer:
         if not math.isfinite(grad_norm):
             self._diverged(step, f"the gradient norm is {grad_norm}")
         self.optimizer.step()
-        self._tick_clock([])
+        # Only a time schedule reads the clock here; under DDP its reading must be rank 0's, so agree on it then.
+        self._tick_clock([], sync=cfg.schedule_by == "time")
         self.schedule.step(self._counters.elapsed_s)
         self.step = step
 
@@ -404,7 +405,7 @@ class Trainer:
         loss_sum, _ = self.loss(self.train_module, shard(batch, DistContext(0, rows(batch))))
         return loss_sum * 0.0, 0
 
-    def _tick_clock(self, flags: list[bool]) -> list[bool]:
+    def _tick_clock(self, flags: list[bool], *, sync: bool = True) -> list[bool]:
         """Add the time since the last tick to the training clocks; under DDP take rank 0's clocks and OR
         ``flags`` across ranks (one collective), so that every rank decides alike. Returns the flags."""
         now, cpu_now = time.perf_counter(), time.process_time()
@@ -412,7 +413,7 @@ class Trainer:
         c.elapsed_s += now - self._tick
         c.cpu_s += cpu_now - self._cpu_tick
         self._tick, self._cpu_tick = now, cpu_now
-        if not self.dist.enabled:
+        if not (self.dist.enabled and sync):
             return flags
         (c.elapsed_s, c.cpu_s), flags = self.dist.agree([c.elapsed_s, c.cpu_s], flags)
         return flags
