@@ -51,6 +51,9 @@ class TrainConfig:
     keep_snapshots: int = option(0, help="also keep the model weights of the last N saves of OUT/last (every "
                                          "save_every steps and the final step) in OUT/snapshots/step-NNNNNNN, "
                                          "for checkpoint averaging with `attnlab average` (0 = off)")
+    ema_decay: float = option(0.0, help="keep an exponential moving average of the weights (Polyak averaging) with "
+                                        "this decay, e.g. 0.998 (0 = off); evaluation, OUT/best and snapshots use "
+                                        "the averaged weights, OUT/last keeps the trained ones and the average")
     early_stopping_patience: int | None = option(None, help="stop after this many evaluations without "
                                                             "improvement of best_metric (none = off)")
     best_metric: str = option("val_loss", help="evaluation metric that selects OUT/best ('train_loss' is always "
@@ -82,6 +85,8 @@ class TrainConfig:
         check_range(owner, "warmup_steps", self.warmup_steps, low=0)
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         check_range(owner, "keep_snapshots", self.keep_snapshots, low=0)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"{owner}.ema_decay: got {short_repr(self.ema_decay)}, expected a value in [0, 1)")
         check_range(owner, "seed", self.seed, low=0, high=2**63 - 1)  # torch.manual_seed takes a signed 64-bit int
         for name in ("max_steps", "eval_every", "save_every", "tokens_per_batch", "batch_size", "log_every"):
             check_range(owner, name, getattr(self, name), low=1)

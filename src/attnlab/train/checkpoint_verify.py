@@ -276,7 +276,7 @@ def _check_model_state(model: nn.Module, state: dict[str, torch.Tensor], ckpt: P
                                   f"configuration?")
 
 
-_PARAM_SHAPED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer")
+_PARAM_SHAPED = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "momentum_buffer", "ema")  # ema: attnlab.train.ema
 
 
 def _check_optimizer(optimizer: torch.optim.Optimizer, sd: dict[str, Any], ckpt: Path) -> None:

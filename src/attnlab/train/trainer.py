@@ -11,6 +11,7 @@ One run lives in an output directory::
     OUT/metrics.jsonl   one JSON record per logging step (``"kind": "train"``) and evaluation (``"eval"``)
     OUT/last/           the latest checkpoint (every ``save_every`` steps, at the end, on Ctrl-C/SIGTERM)
     OUT/best/           the checkpoint with the best ``best_metric`` so far
+                        (with ``ema_decay``: its model weights are the averaged ones that were evaluated)
     OUT/snapshots/      with ``keep_snapshots: N``: the model weights of the last N saves of ``last``, one
                         inference-only checkpoint per step (``step-0004400``), for checkpoint averaging
 
@@ -19,6 +20,10 @@ schedule step, the RNG states (dropout), the data position inside the epoch and 
 counters (logging window, best value, patience) -- and evaluation runs with the RNG states saved and
 restored around it. So training N steps, stopping, and resuming to 2N gives bit-for-bit the parameters
 and logged losses of 2N uninterrupted steps on CPU.
+
+Weight averaging: with ``ema_decay`` the trainer keeps an exponential moving average of the weights in the
+optimizer state (:mod:`attnlab.train.ema`); evaluations, ``OUT/best`` and snapshots use the average, ``OUT/last``
+holds the trained weights and the average, and resume continues both exactly.
 
 Time budgets: with ``schedule_by: time`` the learning rate follows the larger of the steps done and the share of
 ``max_minutes`` used (:mod:`attnlab.train.schedule`), so a run ends annealed on any machine; it depends on the
@@ -55,6 +60,7 @@ from attnlab.core.errors import ConfigError, DataError, DivergedError
 from attnlab.core.train_config import TrainConfig
 from attnlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, write_json_atomic
 from attnlab.train.distributed import SINGLE, DistContext, rows, seed_step, shard, sum_hook
+from attnlab.train.ema import averaged_weights, drop_averages, update_averages
 from attnlab.train.loss import teacher_forced_loss
 from attnlab.train.progress import MetricsLog, ProgressBar, Throughput
 from attnlab.train.schedule import WarmupSchedule
@@ -256,6 +262,8 @@ class Trainer:
         self._data_state = dict(ckpt.data_state)
         self._counters = _Counters.from_dict(ckpt.trainer_state)
         self.step = self._saved_step = ckpt.step
+        if self.config.ema_decay == 0 and drop_averages(self.optimizer):
+            logger.info("ema_decay is 0: the checkpoint's weight averages are dropped")
         if self.dist.is_main:
             self.metrics.truncate_after(ckpt.step)
         saved = ckpt.config.get("train", {}) if isinstance(ckpt.config, dict) else {}
@@ -371,6 +379,8 @@ class Trainer:
         if not math.isfinite(grad_norm):
             self._diverged(step, f"the gradient norm is {grad_norm}")
         self.optimizer.step()
+        if cfg.ema_decay > 0:
+            update_averages(self.optimizer, cfg.ema_decay, step)
         # Only a time schedule reads the clock here; under DDP its reading must be rank 0's, so agree on it then.
         self._tick_clock([], sync=cfg.schedule_by == "time")
         self.schedule.step(self._counters.elapsed_s)
@@ -461,10 +471,20 @@ class Trainer:
 
     def _evaluate(self, signals: StopSignals) -> bool:
         """Run the evaluation, log it, update ``OUT/best``; return whether early stopping triggers."""
-        cfg, c = self.config, self._counters
+        c = self._counters
         if not self.dist.is_main:  # rank 0 evaluates; the others wait at the next collective
             c.eval_loss_sum, c.eval_tokens, c.last_eval_step = 0.0, 0, self.step
             return False
+        with self._evaluated_weights():
+            return self._evaluate_main(signals)
+
+    def _evaluated_weights(self) -> contextlib.AbstractContextManager[Any]:
+        """The weights that are evaluated and kept in ``OUT/best`` and snapshots: the averages with ``ema_decay``."""
+        return averaged_weights(self.optimizer) if self.config.ema_decay > 0 else contextlib.nullcontext()
+
+    def _evaluate_main(self, signals: StopSignals) -> bool:
+        """Rank 0's evaluation (see :meth:`_evaluate`)."""
+        cfg, c = self.config, self._counters
         metrics = {"train_loss": c.eval_loss_sum / c.eval_tokens if c.eval_tokens else math.nan}
         if self.evaluate is not None:
             rng = capture_rng()  # evaluation must not shift the training random streams
@@ -518,7 +538,7 @@ class Trainer:
     def _snapshot(self, signals: StopSignals) -> None:
         """Keep the model weights of this step in ``OUT/snapshots`` and drop all but the newest ``keep_snapshots``."""
         root = self.out_dir / SNAPSHOTS_DIR
-        with signals.critical():
+        with signals.critical(), self._evaluated_weights():
             save_checkpoint(root / snapshot_name(self.step), model=self.model, step=self.step,
                             config=self.run_config, extra=self.extra_state)
         for old in list_snapshots(root)[:-self.config.keep_snapshots]:
