@@ -33,7 +33,7 @@ def _oracle(score_fn, q, k, v, lens):
 
 def _modules():
     torch.manual_seed(1)
-    additive = AdditiveAttention(query_size=5, key_size=3, num_hiddens=7).double()
+    additive = AdditiveAttention(query_size=5, key_size=3, hidden_size=7).double()
     general = GeneralAttention(query_size=5, key_size=3).double()
     return [
         ("dot", DotProductAttention(), 4, 4, lambda q, k: q @ k),

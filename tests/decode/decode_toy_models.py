@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput
+from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, EncoderDecoderOutput, StepOutput
 
 
 def _source_mask(src_lens: torch.Tensor, src_len: int) -> torch.Tensor:
@@ -95,7 +95,7 @@ class TableModel(EncoderDecoder):
         if need_weights:
             cross = torch.stack([self._weights(t, src_lens, src.shape[1]) for t in range(tgt_len)], dim=1)
             attention = AttentionMaps(cross=cross[None, :, None])  # (1, B, 1, Tt, Ts)
-        return Seq2SeqOutput(logits, attention)
+        return EncoderDecoderOutput(logits, attention)
 
     def encode(self, src, src_lens):
         return TableState([() for _ in range(src.shape[0])], src_lens, src.shape[1])
@@ -172,7 +172,7 @@ class TinyTransformer(EncoderDecoder):
         causal = torch.ones(tgt_len, tgt_len, dtype=torch.bool, device=x.device).tril().unsqueeze(0)
         logits, w = self._decode(x, k, v, causal, state)
         logits = _shape_eos(logits, torch.arange(tgt_len), src_lens, self.eos_ramp)
-        return Seq2SeqOutput(logits, AttentionMaps(cross=w[None, :, None]) if need_weights else None)
+        return EncoderDecoderOutput(logits, AttentionMaps(cross=w[None, :, None]) if need_weights else None)
 
     def decode_step(self, tokens, state, *, need_weights=False):
         assert isinstance(state, TinyTransformerState)
@@ -246,7 +246,7 @@ class TinyGRU(EncoderDecoder):
             logits.append(out.logits)
             weights.append(out.cross_weights)
         cross = torch.stack(weights, dim=1)[None, :, None]  # (1, B, 1, Tt, Ts)
-        return Seq2SeqOutput(torch.stack(logits, dim=1), AttentionMaps(cross=cross) if need_weights else None)
+        return EncoderDecoderOutput(torch.stack(logits, dim=1), AttentionMaps(cross=cross) if need_weights else None)
 
 
 # ---------------------------------------------------------------------------------------------- copy
@@ -282,7 +282,7 @@ class CopyModel(EncoderDecoder):
         steps = [self._step(src, src_lens, t) for t in range(tgt_in.shape[1])]
         logits = torch.stack([s[0] for s in steps], dim=1)
         cross = torch.stack([s[1] for s in steps], dim=1)[None, :, None]
-        return Seq2SeqOutput(logits, AttentionMaps(cross=cross) if need_weights else None)
+        return EncoderDecoderOutput(logits, AttentionMaps(cross=cross) if need_weights else None)
 
     def encode(self, src, src_lens):
         return CopyState(src, src_lens)
@@ -353,7 +353,7 @@ class EosRamp(EncoderDecoder):
     def forward(self, src, src_lens, tgt_in, *, need_weights=False):
         out = self.inner.forward(src, src_lens, tgt_in, need_weights=need_weights)
         logits = _shape_eos(out.logits, torch.arange(tgt_in.shape[1]), src_lens, self.ramp)
-        return Seq2SeqOutput(logits, out.attention)
+        return EncoderDecoderOutput(logits, out.attention)
 
     def encode(self, src, src_lens):
         return RampState(self.inner.encode(src, src_lens), src_lens)

@@ -8,10 +8,10 @@ import torch
 from attnlab.models.rnn import RNNEncoder, concat_directions, map_state
 
 
-def _run_one_by_one(enc: RNNEncoder, x: torch.Tensor, lengths: torch.Tensor):
+def _run_one_by_one(enc: RNNEncoder, x: torch.Tensor, valid_lens: torch.Tensor):
     outs, states = [], []
     for b in range(x.shape[0]):
-        n = int(lengths[b])
+        n = int(valid_lens[b])
         out, state = enc(x[b:b + 1, :n])
         outs.append(out[0])
         states.append(state)
@@ -23,16 +23,16 @@ def _run_one_by_one(enc: RNNEncoder, x: torch.Tensor, lengths: torch.Tensor):
 def test_padding_does_not_change_real_tokens(kind: str, bidirectional: bool) -> None:
     torch.manual_seed(0)
     enc = RNNEncoder(5, 7, num_layers=2, rnn=kind, bidirectional=bidirectional).eval()
-    lengths = torch.tensor([4, 6, 1])
+    valid_lens = torch.tensor([4, 6, 1])
     x = torch.randn(3, 6, 5)
-    outputs, state = enc(x, lengths)
+    outputs, state = enc(x, valid_lens)
     dirs = 2 if bidirectional else 1
     assert outputs.shape == (3, 6, dirs * 7) and enc.output_size == dirs * 7
     h = state[0] if kind == "lstm" else state
     assert h.shape == (2 * dirs, 3, 7)
-    ref_outs, ref_states = _run_one_by_one(enc, x, lengths)
+    ref_outs, ref_states = _run_one_by_one(enc, x, valid_lens)
     for b in range(3):
-        n = int(lengths[b])
+        n = int(valid_lens[b])
         torch.testing.assert_close(outputs[b, :n], ref_outs[b], rtol=1e-5, atol=1e-6)
         assert torch.all(outputs[b, n:] == 0)
         if kind == "lstm":
@@ -45,12 +45,12 @@ def test_padding_does_not_change_real_tokens(kind: str, bidirectional: bool) -> 
 def test_garbage_in_padding_is_ignored() -> None:
     torch.manual_seed(1)
     enc = RNNEncoder(4, 6, rnn="gru", bidirectional=True).eval()
-    lengths = torch.tensor([2, 5])
+    valid_lens = torch.tensor([2, 5])
     x = torch.randn(2, 5, 4)
     noisy = x.clone()
     noisy[0, 2:] = 1e3
-    a, sa = enc(x, lengths)
-    b, sb = enc(noisy, lengths)
+    a, sa = enc(x, valid_lens)
+    b, sb = enc(noisy, valid_lens)
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(sa, sb)
 

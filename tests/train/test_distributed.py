@@ -93,7 +93,7 @@ def _assert_close_runs(a: Path, b: Path, **tol: float) -> None:
 @pytest.mark.parametrize("world", [1, 2, 3])
 @pytest.mark.parametrize("rows", [0, 1, 2, 5])
 def test_shard_gives_every_row_to_exactly_one_rank(world: int, rows: int) -> None:
-    batch = LabelBatch(tokens=torch.arange(rows * 3).view(rows, 3), lengths=torch.full((rows,), 3),
+    batch = LabelBatch(tokens=torch.arange(rows * 3).view(rows, 3), valid_lens=torch.full((rows,), 3),
                        labels=torch.arange(rows), index=torch.arange(rows))
     parts = [shard(batch, DistContext(rank=r, world_size=world)) for r in range(world)]
     assert torch.equal(torch.cat([p.tokens for p in parts]), batch.tokens)

@@ -12,7 +12,7 @@ import torch
 from train_fixtures import FakeBatches, TinySeq2Seq, make_model, read_metrics, tiny_config
 
 from attnlab.core.errors import ConfigError, DivergedError, ExitCode
-from attnlab.models.base import Seq2SeqOutput
+from attnlab.models.base import EncoderDecoderOutput
 from attnlab.train import Trainer, load_checkpoint
 
 
@@ -122,10 +122,10 @@ class _NaNAt(TinySeq2Seq):
 
     bad_call = 5
 
-    def forward(self, src, src_lens, tgt_in, *, need_weights=False) -> Seq2SeqOutput:  # type: ignore[override]
+    def forward(self, src, src_lens, tgt_in, *, need_weights=False) -> EncoderDecoderOutput:  # type: ignore[override]
         out = super().forward(src, src_lens, tgt_in)
         if self.training and int(self.forward_calls) == self.bad_call:
-            return Seq2SeqOutput(out.logits * math.nan, None)
+            return EncoderDecoderOutput(out.logits * math.nan, None)
         return out
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from attnlab.core.train_config import TrainConfig
 from attnlab.core.types import Batch
-from attnlab.models.base import DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput
+from attnlab.models.base import DecoderState, EncoderDecoder, EncoderDecoderOutput, StepOutput
 
 VOCAB = 12  # 0 = <pad>, 1 = <bos>, 2 = <eos>, 3.. = symbols
 
@@ -35,12 +35,12 @@ class TinySeq2Seq(EncoderDecoder):
         self.register_buffer("forward_calls", torch.zeros((), dtype=torch.long))
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False) -> Seq2SeqOutput:
+                need_weights: bool = False) -> EncoderDecoderOutput:
         if self.training:
             self.forward_calls += 1
         _, h = self.encoder(self.dropout(self.src_embed(src)))  # h: (1, B, D)
         y, _ = self.decoder(self.dropout(self.tgt_embed(tgt_in)), h)  # (B, Tt, D)
-        return Seq2SeqOutput(self.out(self.dropout(self.norm(y))), None)  # (B, Tt, V)
+        return EncoderDecoderOutput(self.out(self.dropout(self.norm(y))), None)  # (B, Tt, V)
 
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> DecoderState:
         raise NotImplementedError

@@ -95,15 +95,15 @@ class GeneralAttention(ScoringAttention):
 class AdditiveAttention(ScoringAttention):
     """``score(q, k) = v^T tanh(W_q q + W_k k)`` (Bahdanau et al., 2015, eq. 6); sizes of q and k may differ."""
 
-    def __init__(self, query_size: int, key_size: int, num_hiddens: int, dropout: float = 0.0) -> None:
+    def __init__(self, query_size: int, key_size: int, hidden_size: int, dropout: float = 0.0) -> None:
         super().__init__(dropout)
         owner = type(self).__name__
         self.query_dim = check_positive(owner, "query_size", query_size)
         self.key_dim = check_positive(owner, "key_size", key_size)
-        check_positive(owner, "num_hiddens", num_hiddens)
-        self.W_q = nn.Linear(query_size, num_hiddens, bias=False)
-        self.W_k = nn.Linear(key_size, num_hiddens, bias=False)
-        self.w_v = nn.Linear(num_hiddens, 1, bias=False)
+        check_positive(owner, "hidden_size", hidden_size)
+        self.W_q = nn.Linear(query_size, hidden_size, bias=False)
+        self.W_k = nn.Linear(key_size, hidden_size, bias=False)
+        self.w_v = nn.Linear(hidden_size, 1, bias=False)
 
     def score(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         return self.score_projected(self.W_q(queries), self.W_k(keys))

@@ -7,6 +7,11 @@ Dimension legend used in every docstring and shape comment of attnlab:
     Ts  source length           Tt  target length
     D   model dimension         Dh  head dimension (D / H)
     V   vocabulary size         L   number of layers
+
+Names: the ``(B,)`` real lengths of a padded batch are ``valid_lens`` when one sequence is involved (attention
+keys, RNN encoders, classifiers, :class:`LabelBatch`), and ``src_lens`` / ``tgt_lens`` when a source and a
+target meet (encoder-decoders, :class:`Batch`). A hidden width is ``hidden_size`` (PyTorch's name, not d2l's
+``num_hiddens``); what every encoder-decoder returns is :class:`attnlab.models.base.EncoderDecoderOutput`.
 """
 
 from __future__ import annotations
@@ -64,13 +69,13 @@ class LabelBatch:
 
     Attributes:
         tokens: ``(B, T)`` token ids.
-        lengths: ``(B,)`` number of real tokens per row.
+        valid_lens: ``(B,)`` number of real tokens per row.
         labels: ``(B,)`` class ids.
         index: ``(B,)`` position of each example in its dataset.
     """
 
     tokens: torch.Tensor
-    lengths: torch.Tensor
+    valid_lens: torch.Tensor
     labels: torch.Tensor
     index: torch.Tensor
 

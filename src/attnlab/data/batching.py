@@ -64,7 +64,7 @@ def collate_labels(examples: Sequence[Example], pad_id: int = PAD_ID) -> LabelBa
     rows = [list(ex.src_ids) for ex in examples]
     return LabelBatch(
         tokens=_pad(rows, max(len(r) for r in rows), pad_id),  # (B, T)
-        lengths=torch.tensor([len(r) for r in rows], dtype=torch.int64),  # (B,)
+        valid_lens=torch.tensor([len(r) for r in rows], dtype=torch.int64),  # (B,)
         labels=torch.tensor([ex.label for ex in examples], dtype=torch.int64),  # (B,)
         index=torch.tensor([ex.index for ex in examples], dtype=torch.int64),  # (B,)
     )

@@ -255,12 +255,12 @@ class TextClassifierAdapter(Adapter):
         return Example(ids, tokens, torch.tensor(best), label, float(probs[best]), text, truth)
 
     @staticmethod
-    def _lengths(ids: torch.Tensor) -> torch.Tensor:
+    def _valid_lens(ids: torch.Tensor) -> torch.Tensor:
         return torch.full((ids.shape[0],), ids.shape[1], dtype=torch.int64, device=ids.device)  # all real
 
     def log_probs(self, inputs: torch.Tensor, *args: Any) -> torch.Tensor:
         # Lengths are given, never derived from the ids: an all-<pad> baseline still has T real positions.
-        return F.log_softmax(self.model(inputs, self._lengths(inputs)).logits.float(), dim=-1)  # (B, C)
+        return F.log_softmax(self.model(inputs, self._valid_lens(inputs)).logits.float(), dim=-1)  # (B, C)
 
     def remove(self, example: Example, drop: torch.Tensor) -> torch.Tensor:
         ids = example.inputs.expand(drop.shape[0], -1).clone()  # (B, T)
@@ -428,9 +428,9 @@ class TranslationAdapter(Adapter):
         from attnlab.decode.translate import default_max_len
 
         src = src.reshape(1, -1).long().to(self.device)
-        lens = torch.tensor([src.shape[1]], device=self.device)
+        src_lens = torch.tensor([src.shape[1]], device=self.device)
         with torch.no_grad():  # at most 2 Ts + 10 tokens, as attnlab translate decodes by default
-            (hyp,) = greedy_decode(self.model, src, lens,
+            (hyp,) = greedy_decode(self.model, src, src_lens,
                                    max_len=min(self.max_new_tokens, default_max_len(src.shape[1])))
         target = torch.tensor(list(hyp.tokens) + ([EOS_ID] if hyp.ended else []), dtype=torch.int64)  # (Tt,)
         if target.numel() == 0:
@@ -447,8 +447,8 @@ class TranslationAdapter(Adapter):
         return torch.cat([torch.tensor([BOS_ID]), target[:-1].cpu()])[None].to(self.device)  # (1, Tt)
 
     def _all_log_probs(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        lens = torch.full((src.shape[0],), src.shape[1], dtype=torch.int64, device=src.device)
-        logits = self.model(src, lens, tgt_in.expand(src.shape[0], -1)).logits.float()  # (B, Tt, V)
+        src_lens = torch.full((src.shape[0],), src.shape[1], dtype=torch.int64, device=src.device)
+        logits = self.model(src, src_lens, tgt_in.expand(src.shape[0], -1)).logits.float()  # (B, Tt, V)
         return F.log_softmax(logits, dim=-1)
 
     def _step_probs(self, src: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

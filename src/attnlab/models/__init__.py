@@ -1,6 +1,6 @@
 """attnlab.models: RNN encoders, Seq2Seq with attention, the Transformer, attention classifiers, ViT, captioner."""
 
-from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput
+from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, EncoderDecoderOutput, StepOutput
 from attnlab.models.build import build_model
 from attnlab.models.captioner import Captioner, patch_grid
 from attnlab.models.classifier import (
@@ -27,13 +27,13 @@ __all__ = [
     "ClassifierOutput",
     "DecoderState",
     "EncoderDecoder",
+    "EncoderDecoderOutput",
     "PatchEmbedding",
     "PositionwiseFeedForward",
     "RNNAttentionClassifier",
     "RNNEncoder",
     "RNNEncoderOutput",
     "Seq2Seq",
-    "Seq2SeqOutput",
     "Seq2SeqState",
     "StepOutput",
     "Transformer",

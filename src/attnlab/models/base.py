@@ -30,7 +30,7 @@ class AttentionMaps:
 
 
 @dataclass
-class Seq2SeqOutput:
+class EncoderDecoderOutput:
     """Attributes:
     logits: ``(B, Tt, V)`` next-token scores for every target position; ``None`` only when ``project=False``
         was passed to a model with an :meth:`EncoderDecoder.output_projection`.
@@ -71,7 +71,7 @@ class EncoderDecoder(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False) -> Seq2SeqOutput:
+                need_weights: bool = False) -> EncoderDecoderOutput:
         """Teacher-forced pass. ``src``: ``(B, Ts)``, ``src_lens``: ``(B,)``, ``tgt_in``: ``(B, Tt)``."""
 
     def output_projection(self) -> nn.Linear | None:

@@ -25,7 +25,7 @@ from torch.nn.modules.module import _global_forward_hooks
 from attnlab.attention import AdditiveAttention, KVCache, LearnedPositionalEncoding
 from attnlab.attention.functional import softmax_with_mask
 from attnlab.core.model_config import CaptionerConfig
-from attnlab.models.base import AttentionMaps, EncoderDecoder, Seq2SeqOutput, StepOutput
+from attnlab.models.base import AttentionMaps, EncoderDecoder, EncoderDecoderOutput, StepOutput
 from attnlab.models.seq2seq import Seq2SeqState
 from attnlab.models.transformer import (
     DecoderLayerOutput,
@@ -120,7 +120,7 @@ class Captioner(EncoderDecoder):
         outs = []
         for i, layer in enumerate(self.decoder_layers):
             self_cache, cross_cache = (caches[0][i], caches[1][i]) if caches is not None else (None, None)
-            # memory_lens=None: every patch is real, and no mask keeps the fused kernel's unmasked path.
+            # src_lens=None: every patch is real, and no mask keeps the fused kernel's unmasked path.
             out = layer(x, memory, None, self_cache=self_cache, cross_cache=cross_cache, need_weights=need_weights)
             x = out.output  # (B, Tt, D)
             outs.append(out)
@@ -133,7 +133,7 @@ class Captioner(EncoderDecoder):
         return None if self.gru else self.output
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False, project: bool = True) -> Seq2SeqOutput:
+                need_weights: bool = False, project: bool = True) -> EncoderDecoderOutput:
         """Teacher-forced pass: ``src`` images ``(B, C, S, S)``, ``src_lens`` ``(B,)`` all equal to ``N``,
         ``tgt_in`` ``(B, Tt)`` caption ids starting with ``<bos>``.
 
@@ -159,11 +159,11 @@ class Captioner(EncoderDecoder):
         # 3. Project to the vocabulary.
         logits = self.output(hidden) if project else None  # (B, Tt, V)
         if not need_weights:
-            return Seq2SeqOutput(logits, None, hidden)
+            return EncoderDecoderOutput(logits, None, hidden)
         maps = AttentionMaps(encoder_self=torch.stack(enc_maps) if enc_maps else None,  # (Le, B, H, N, N)
                              decoder_self=torch.stack([o.self_weights for o in dec_outs]),  # (Ld, B, H, Tt, Tt)
                              cross=torch.stack([o.cross_weights for o in dec_outs]))  # (Ld, B, H, Tt, N)
-        return Seq2SeqOutput(logits, maps, hidden)
+        return EncoderDecoderOutput(logits, maps, hidden)
 
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> TransformerState | Seq2SeqState:
         """Encode images ``(B, C, S, S)`` once and set up empty caches (or the GRU's first state) for
@@ -225,7 +225,7 @@ class Captioner(EncoderDecoder):
         return logits, Seq2SeqState(hidden, state.memory, state.keys, state.mask), weights
 
     def _forward_gru(self, memory: torch.Tensor, enc_maps: list[torch.Tensor | None], tgt_in: torch.Tensor,
-                     need_weights: bool) -> Seq2SeqOutput:
+                     need_weights: bool) -> EncoderDecoderOutput:
         state = self._gru_state(memory)
         logits, maps = [], []
         for tokens in tgt_in.unbind(1):
@@ -234,6 +234,7 @@ class Captioner(EncoderDecoder):
             maps.append(weights)
         out = torch.stack(logits, dim=1)  # (B, Tt, V)
         if not need_weights:
-            return Seq2SeqOutput(out, None)
+            return EncoderDecoderOutput(out, None)
         cross = torch.cat(maps, dim=1)[None, :, None]  # (1, B, 1, Tt, N)
-        return Seq2SeqOutput(out, AttentionMaps(encoder_self=torch.stack(enc_maps) if enc_maps else None, cross=cross))
+        encoder_self = torch.stack(enc_maps) if enc_maps else None
+        return EncoderDecoderOutput(out, AttentionMaps(encoder_self=encoder_self, cross=cross))

@@ -51,7 +51,7 @@ class ClassifierOutput:
 
 
 def lengths_from_padding(tokens: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-    """``(B,)`` number of non-padding tokens of right-padded ``tokens`` ``(B, T)``."""
+    """The valid lengths ``valid_lens`` ``(B,)`` (non-padding tokens per row) of right-padded ``tokens`` ``(B, T)``."""
     return (tokens != pad_id).sum(dim=1)
 
 
@@ -84,7 +84,7 @@ class AttentionPooling(WeightsHooks, nn.Module):
     Args:
         input_size: feature size ``D`` of the pooled sequence.
         num_queries: ``Q`` pooled vectors per sequence (1 for plain pooling).
-        num_hiddens: hidden size of the additive scorer (default ``input_size``).
+        hidden_size: hidden size of the additive scorer (default ``input_size``).
         dropout: on the attention weights.
         scoring: ``"additive"`` or ``"scaled_dot"``.
 
@@ -92,13 +92,13 @@ class AttentionPooling(WeightsHooks, nn.Module):
     may replace them: the pooled vectors are then exactly the replacement's weighted averages.
     """
 
-    def __init__(self, input_size: int, num_queries: int = 1, num_hiddens: int | None = None,
+    def __init__(self, input_size: int, num_queries: int = 1, hidden_size: int | None = None,
                  dropout: float = 0.0, scoring: str = "additive") -> None:
         super().__init__()
         self.queries = nn.Parameter(torch.randn(num_queries, input_size))
         self.key_proj: nn.Module = nn.Identity()
         if scoring == "additive":
-            self.attention: nn.Module = AdditiveAttention(input_size, input_size, num_hiddens or input_size, dropout)
+            self.attention: nn.Module = AdditiveAttention(input_size, input_size, hidden_size or input_size, dropout)
         elif scoring == "scaled_dot":
             self.key_proj = nn.Linear(input_size, input_size, bias=False)
             self.attention = ScaledDotProductAttention(dropout)
@@ -136,18 +136,18 @@ class RNNAttentionClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.pooling_queries * self.encoder.output_size, config.num_classes)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *,
+    def forward(self, tokens: torch.Tensor, valid_lens: torch.Tensor | None = None, *,
                 need_weights: bool = False) -> ClassifierOutput:
-        """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``lengths`` ``(B,)`` derived if omitted)."""
-        lengths = lengths_from_padding(tokens) if lengths is None else lengths
+        """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``valid_lens`` ``(B,)`` derived if omitted)."""
+        valid_lens = lengths_from_padding(tokens) if valid_lens is None else valid_lens
         # 1. Embed and read the sequence (packed: padding never enters the recurrence).
         x = self.embedding(tokens)  # (B, T, E)
         if self.bigrams is not None:
             x = x + self.bigrams(bigram_ids(tokens, self.bigrams.num_embeddings))  # (B, T, E)
         x = self.dropout(word_dropout(x, self.config.word_dropout, self.training))  # (B, T, E)
-        outputs, _ = self.encoder(x, lengths)  # (B, T, dirs * Hd)
+        outputs, _ = self.encoder(x, valid_lens)  # (B, T, dirs * Hd)
         # 2. Pool with attention over the real positions.
-        pooled, weights = self.pooling(outputs, valid_lens=lengths)  # (B, Q, dirs * Hd), (B, Q, T)
+        pooled, weights = self.pooling(outputs, valid_lens=valid_lens)  # (B, Q, dirs * Hd), (B, Q, T)
         # 3. Classify the Q pooled vectors side by side.
         logits = self.classifier(self.dropout(pooled.flatten(1)))  # (B, C)
         return ClassifierOutput(logits, None, weights if need_weights else None)
@@ -177,21 +177,21 @@ class TransformerClassifier(nn.Module):
         self.pooling = AttentionPooling(d, config.pooling_queries, scoring=config.pooling)
         self.classifier = nn.Linear(config.pooling_queries * d, config.num_classes)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None, *,
+    def forward(self, tokens: torch.Tensor, valid_lens: torch.Tensor | None = None, *,
                 need_weights: bool = False) -> ClassifierOutput:
-        """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``lengths`` ``(B,)`` derived if omitted)."""
-        lengths = lengths_from_padding(tokens) if lengths is None else lengths
+        """Classify ``tokens`` ``(B, T)`` (right-padded with 0; ``valid_lens`` ``(B,)`` derived if omitted)."""
+        valid_lens = lengths_from_padding(tokens) if valid_lens is None else valid_lens
         # 1. Scaled embeddings plus positions.
         x = word_dropout(self.embedding(tokens), self.config.word_dropout, self.training)
         x = self.positional(x * math.sqrt(self.config.d_model))  # (B, T, D)
         # 2. Encoder layers; padding keys are masked by valid lengths.
         maps = []
         for layer in self.layers:
-            x, weights = layer(x, lengths, need_weights=need_weights)  # (B, T, D), (B, H, T, T) | None
+            x, weights = layer(x, valid_lens, need_weights=need_weights)  # (B, T, D), (B, H, T, T) | None
             maps.append(weights)
         x = self.norm(x)
         # 3. Attention pooling over real tokens, then classify.
-        pooled, pool_weights = self.pooling(x, valid_lens=lengths)  # (B, Q, D), (B, Q, T)
+        pooled, pool_weights = self.pooling(x, valid_lens=valid_lens)  # (B, Q, D), (B, Q, T)
         logits = self.classifier(pooled.flatten(1))  # (B, C)
         if not need_weights:
             return ClassifierOutput(logits)

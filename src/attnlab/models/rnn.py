@@ -91,29 +91,29 @@ class RNNEncoder(nn.Module):
         """Size of the last dim of :attr:`RNNEncoderOutput.outputs`."""
         return self.num_directions * self.hidden_size
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None,
+    def forward(self, inputs: torch.Tensor, valid_lens: torch.Tensor | None = None,
                 state: RNNState | None = None) -> RNNEncoderOutput:
         """Run the RNN over ``inputs`` ``(B, T, input_size)``.
 
         Args:
-            lengths: ``(B,)`` real steps per row, or ``None`` when no row is padded. Rows of length 0 are
+            valid_lens: ``(B,)`` real steps per row, or ``None`` when no row is padded. Rows of length 0 are
                 read as one step (packing needs at least one); their outputs are still zeroed.
             state: optional initial state (zeros by default).
 
         Returns:
             :class:`RNNEncoderOutput`; padded output positions are exactly zero.
         """
-        if lengths is None:
+        if valid_lens is None:
             outputs, final = self.rnn(inputs, state)
             return RNNEncoderOutput(outputs, final)
         total = inputs.shape[1]
         # 1. Pack: each row contributes only its real steps, so padding never reaches the recurrence and
         #    the backward direction starts at the last real token, not at the padding.
-        packed = pack_padded_sequence(inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(inputs, valid_lens.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         # 2. Recur. The final state is taken at each row's last real step (and is un-sorted by PyTorch).
         packed_out, final = self.rnn(packed, state)
         # 3. Unpack to (B, T, dirs * Hd) with zeros after each row's end.
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=total)
-        if bool((lengths == 0).any()):
-            outputs = outputs * (lengths > 0).to(outputs.dtype).view(-1, 1, 1)
+        if bool((valid_lens == 0).any()):
+            outputs = outputs * (valid_lens > 0).to(outputs.dtype).view(-1, 1, 1)
         return RNNEncoderOutput(outputs, final)

@@ -31,16 +31,16 @@ from attnlab.attention import AdditiveAttention, DotProductAttention, GeneralAtt
 from attnlab.attention.functional import build_mask, softmax_with_mask
 from attnlab.attention.scoring import ScoringAttention
 from attnlab.core.model_config import Seq2SeqConfig
-from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput
+from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, EncoderDecoderOutput, StepOutput
 from attnlab.models.rnn import RNNEncoder, RNNState, concat_directions, make_rnn, map_state
 
 __all__ = ["Seq2Seq", "Seq2SeqState", "make_scoring"]
 
 
-def make_scoring(kind: str, query_size: int, key_size: int, num_hiddens: int) -> ScoringAttention:
+def make_scoring(kind: str, query_size: int, key_size: int, hidden_size: int) -> ScoringAttention:
     """The single-head scoring module named by ``kind`` (``additive``, ``dot``, ``scaled_dot``, ``general``)."""
     if kind == "additive":
-        return AdditiveAttention(query_size, key_size, num_hiddens)
+        return AdditiveAttention(query_size, key_size, hidden_size)
     if kind == "dot":
         return DotProductAttention()
     if kind == "scaled_dot":
@@ -160,7 +160,7 @@ class Seq2Seq(EncoderDecoder):
         return Seq2SeqState(hidden, memory, keys, mask)
 
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False, project: bool = True) -> Seq2SeqOutput:
+                need_weights: bool = False, project: bool = True) -> EncoderDecoderOutput:
         """Teacher-forced pass: ``src`` ``(B, Ts)``, ``src_lens`` ``(B,)``, ``tgt_in`` ``(B, Tt)``.
 
         Args:
@@ -185,9 +185,9 @@ class Seq2Seq(EncoderDecoder):
         hidden = self.dropout(torch.stack(outputs, dim=1))  # (B, Tt, Hd)
         logits = self.output(hidden) if project else None  # (B, Tt, V)
         if not need_weights:
-            return Seq2SeqOutput(logits, None, hidden)
+            return EncoderDecoderOutput(logits, None, hidden)
         cross = torch.cat(all_weights, dim=1)  # (B, Tt, Ts)
-        return Seq2SeqOutput(logits, AttentionMaps(cross=cross[None, :, None]), hidden)  # (1, B, 1, Tt, Ts)
+        return EncoderDecoderOutput(logits, AttentionMaps(cross=cross[None, :, None]), hidden)  # (1, B, 1, Tt, Ts)
 
     def output_projection(self) -> nn.Linear:
         """``output``, the linear layer from the decoder outputs to the logits."""

@@ -31,7 +31,7 @@ from attnlab.attention import KVCache, LearnedPositionalEncoding, MultiHeadAtten
 from attnlab.core.errors import ConfigError
 from attnlab.core.model_config import TransformerConfig
 from attnlab.core.types import AttentionOutput
-from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, Seq2SeqOutput, StepOutput
+from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, EncoderDecoderOutput, StepOutput
 
 __all__ = ["DecoderLayerOutput", "PositionwiseFeedForward", "Transformer", "TransformerDecoderLayer",
            "TransformerEncoderLayer", "TransformerState"]
@@ -122,10 +122,10 @@ class TransformerDecoderLayer(nn.Module):
         self.norm3 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_lens: torch.Tensor | None = None, *,
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, src_lens: torch.Tensor | None = None, *,
                 self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
                 need_weights: bool = False) -> DecoderLayerOutput:
-        """``x``: ``(B, Tt, D)`` target states; ``memory``: ``(B, Ts, D)``; ``memory_lens``: ``(B,)``.
+        """``x``: ``(B, Tt, D)`` target states; ``memory``: ``(B, Ts, D)``; ``src_lens``: ``(B,)``.
 
         With caches, ``x`` holds the new positions only; ``self_cache`` holds the earlier ones.
         """
@@ -133,7 +133,7 @@ class TransformerDecoderLayer(nn.Module):
             return self.self_attn(h, is_causal=True, cache=self_cache, need_weights=need_weights)
 
         def cross_block(h: torch.Tensor) -> AttentionOutput:
-            return self.cross_attn(h, memory, valid_lens=memory_lens, cache=cross_cache, need_weights=need_weights)
+            return self.cross_attn(h, memory, valid_lens=src_lens, cache=cross_cache, need_weights=need_weights)
 
         if self.norm_first:
             # 1. x + CausalSelfAttention(LN(x)); 2. x + CrossAttention(LN(x), memory); 3. x + FFN(LN(x)).
@@ -282,7 +282,7 @@ class Transformer(EncoderDecoder):
 
     # ------------------------------------------------------------------------------------- public API
     def forward(self, src: torch.Tensor, src_lens: torch.Tensor, tgt_in: torch.Tensor, *,
-                need_weights: bool = False, project: bool = True) -> Seq2SeqOutput:
+                need_weights: bool = False, project: bool = True) -> EncoderDecoderOutput:
         """Teacher-forced pass: ``src`` ``(B, Ts)``, ``src_lens`` ``(B,)``, ``tgt_in`` ``(B, Tt)``.
 
         Args:
@@ -307,11 +307,11 @@ class Transformer(EncoderDecoder):
         # 3. Project to the vocabulary (with copy: mix in the copy distribution over the source tokens).
         logits = self._project(hidden, src, src_lens, memory)[0] if project else None  # (B, Tt, V)
         if not need_weights:
-            return Seq2SeqOutput(logits, None, hidden)
+            return EncoderDecoderOutput(logits, None, hidden)
         maps = AttentionMaps(encoder_self=torch.stack(enc_maps),  # (Le, B, H, Ts, Ts)
                              decoder_self=torch.stack([o.self_weights for o in dec_outs]),  # (Ld, B, H, Tt, Tt)
                              cross=torch.stack([o.cross_weights for o in dec_outs]))  # (Ld, B, H, Tt, Ts)
-        return Seq2SeqOutput(logits, maps, hidden)
+        return EncoderDecoderOutput(logits, maps, hidden)
 
     def output_projection(self) -> nn.Linear | None:
         """``output`` (tied to the target embedding with ``tie_output``); ``None`` with ``copy``."""

@@ -178,13 +178,13 @@ class CaptionBatches(ImageBatches):
 
     def batch(self, index: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
         targets = self.data.targets[index]  # (B, T): y1 .. yn <eos> 0 ..
-        lengths = (targets != 0).sum(dim=1)  # (B,)
-        width = int(lengths.max()) if len(index) else 1
+        tgt_lens = (targets != 0).sum(dim=1)  # (B,)
+        width = int(tgt_lens.max()) if len(index) else 1
         tgt_out = targets[:, :width]
         tgt_in = torch.cat([torch.full((len(index), 1), BOS_ID), tgt_out[:, :-1]], dim=1)
         tgt_in = tgt_in.masked_fill(tgt_in == EOS_ID, 0)  # (B, T): <bos> y1 .. yn 0 ..
         images = self.pipeline.image.encode(self.data.images[index])
-        return Batch(images, torch.full((len(index),), self.num_patches), tgt_in, tgt_out, lengths, index)
+        return Batch(images, torch.full((len(index),), self.num_patches), tgt_in, tgt_out, tgt_lens, index)
 
 
 # ------------------------------------------------------------------------------------------- predictor
@@ -241,13 +241,14 @@ class ImageCaptioner:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 chunk = self.pipeline.image.encode(images[start:start + batch_size])
-                lens = torch.full((len(chunk),), self.num_patches)
+                src_lens = torch.full((len(chunk),), self.num_patches)
                 if beam > 1:
-                    hyps = [n[0] for n in beam_search(self.model, chunk, lens, beam_size=beam, max_len=max_len,
+                    hyps = [n[0] for n in beam_search(self.model, chunk, src_lens, beam_size=beam, max_len=max_len,
                                                       length_penalty=self.config.decode.length_penalty,
                                                       return_attention=return_attention)]
                 else:
-                    hyps = greedy_decode(self.model, chunk, lens, max_len=max_len, return_attention=return_attention)
+                    hyps = greedy_decode(self.model, chunk, src_lens, max_len=max_len,
+                                         return_attention=return_attention)
                 for hyp in hyps:
                     words = self.pipeline.vocab.decode(hyp.tokens)
                     attention = hyp.cross_attention[:len(words)].float() if return_attention else None

@@ -211,8 +211,8 @@ class Classifier:
                 ids = [self.text.vocab.encode(t) or [0] for t in chunk]
                 width = max(len(i) for i in ids)
                 batch = torch.tensor([i + [0] * (width - len(i)) for i in ids], dtype=torch.int64)  # (B, T)
-                lengths = torch.tensor([max(len(t), 1) for t in chunk], dtype=torch.int64)  # (B,)
-                result = self.model(batch, lengths, need_weights=return_attention)
+                valid_lens = torch.tensor([max(len(t), 1) for t in chunk], dtype=torch.int64)  # (B,)
+                result = self.model(batch, valid_lens, need_weights=return_attention)
                 probs = F.softmax(result.logits.float(), dim=-1)  # (B, C)
                 for row, toks in enumerate(chunk):
                     best = int(probs[row].argmax())
@@ -275,7 +275,7 @@ class ClassificationTask(Task):
             model.eval()
             total, truth, preds = 0.0, [], []
             for batch in batches:
-                logits = model(batch.tokens, batch.lengths).logits.float()  # (B, C)
+                logits = model(batch.tokens, batch.valid_lens).logits.float()  # (B, C)
                 total += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
                 truth += batch.labels.tolist()
                 preds += logits.argmax(-1).tolist()

@@ -202,7 +202,7 @@ def classification_loss(model: torch.nn.Module, batch: LabelBatch, *,
                         label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Cross-entropy of a classifier's ``logits`` ``(B, C)`` against ``batch.labels``, summed over the B examples
     (float32 whatever the autocast dtype)."""
-    logits = model(batch.tokens, batch.lengths).logits  # (B, C)
+    logits = model(batch.tokens, batch.valid_lens).logits  # (B, C)
     loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum", label_smoothing=label_smoothing)
     return loss_sum, int(batch.labels.numel())
 
