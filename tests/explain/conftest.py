@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnlab.core.model_config import TransformerClassifierConfig, TransformerConfig, ViTConfig
+from attnlab.core.model_config import Seq2SeqConfig, TransformerClassifierConfig, TransformerConfig, ViTConfig
 from attnlab.models.classifier import TransformerClassifier
+from attnlab.models.seq2seq import Seq2Seq
 from attnlab.models.transformer import Transformer
 from attnlab.models.vit import VisionTransformer
 
@@ -80,3 +81,11 @@ def random_translator() -> Transformer:
 def keyword_id() -> int:
     """The token id that decides :func:`keyword_classifier`."""
     return KEYWORD
+
+
+@pytest.fixture
+def random_seq2seq() -> Seq2Seq:
+    torch.manual_seed(0)
+    cfg = Seq2SeqConfig(embed_dim=12, hidden_size=16, num_layers=1, rnn="gru", bidirectional=True, dropout=0.0,
+                        attention="additive")
+    return Seq2Seq(cfg, VOCAB, VOCAB).eval()

@@ -11,6 +11,7 @@ import torch
 from attnlab.core.errors import ConfigError
 from attnlab.explain import (
     METHODS,
+    RecurrentTranslationAdapter,
     TextClassifierAdapter,
     TranslationAdapter,
     ViTAdapter,
@@ -34,6 +35,18 @@ def test_integrated_gradients_is_complete_for_a_classifier(random_classifier) ->
                       - adapter.log_probs(torch.zeros_like(example.inputs))[0, target])
     assert abs(float(difference)) > 1e-3  # not trivially zero
     assert float(ig.sum()) == pytest.approx(float(difference), abs=2e-3)
+
+
+def test_integrated_gradients_is_complete_for_each_step_of_a_recurrent_seq2seq(random_seq2seq) -> None:
+    mt = RecurrentTranslationAdapter(random_seq2seq, max_new_tokens=4)
+    example = mt.example_from_ids(torch.tensor([[4, 5, 6, 7, 8]]))
+    ig = attribute(mt, example, ["integrated_gradients"], ig_steps=64)["integrated_gradients"]  # (Tt, Ts)
+    assert ig.shape == (len(example.target), 5)
+    for (args, target), row in zip(mt.steps(example), ig, strict=True):
+        with torch.no_grad():
+            want = (mt.log_probs(example.inputs, *args)[0, target]
+                    - mt.log_probs(torch.zeros_like(example.inputs), *args)[0, target])
+        assert float(row.sum()) == pytest.approx(float(want), abs=2e-3)
 
 
 def test_integrated_gradients_is_complete_for_vit_and_each_translation_step(random_vit, random_translator) -> None:

@@ -8,6 +8,7 @@ import torch
 from attnlab.core.errors import DataError
 from attnlab.explain import (
     ATTENTION_METHODS,
+    RecurrentTranslationAdapter,
     TextClassifierAdapter,
     TranslationAdapter,
     ViTAdapter,
@@ -92,3 +93,43 @@ def test_translation_importances_have_one_row_per_generated_token(random_transla
     assert out.heads.shape == (2, 2, Tt, 4)  # (Ld, H, Tt, Ts) cross-attention
     assert bool((out.scores["grad_rollout"] >= 0).all())
     torch.testing.assert_close(out.scores["attention"], out.heads[-1].mean(0))
+
+
+def test_a_recurrent_seq2seq_is_explained_with_its_own_attention_rows(random_seq2seq) -> None:
+    """One row per generated token; ``attention`` is exactly the decoder's alpha_t (as the model reports it);
+    rollout and flow are not defined without self-attention; grad_rollout row t only uses steps s <= t."""
+    adapter = RecurrentTranslationAdapter(random_seq2seq, max_new_tokens=5)
+    src = torch.tensor([[4, 5, 6, 7, 9]])
+    example = adapter.example_from_ids(src)
+    Tt = len(example.target)
+    out = adapter.attention_importance(example)
+    assert list(out.scores) == ["attention", "grad_rollout"]
+    tgt_in = adapter._tgt_in(example.target)
+    with torch.no_grad():
+        cross = random_seq2seq(src, torch.tensor([5]), tgt_in, need_weights=True).attention.cross  # (1, 1, 1, Tt, Ts)
+    torch.testing.assert_close(out.scores["attention"], cross[0, 0, 0].double())
+    assert out.heads.shape == (1, 1, Tt, 5)
+    rel = out.scores["grad_rollout"]
+    assert rel.shape == (Tt, 5) and bool((rel >= 0).all()) and float(rel.sum()) > 0
+
+
+def test_recurrent_attention_hooks_replace_the_weights_exactly(random_seq2seq) -> None:
+    """Weights hooks on the decoder's attention see every step and their replacement is what the model uses."""
+    src, lens, tgt_in = torch.tensor([[4, 5, 6, 7]]), torch.tensor([4]), torch.tensor([[1, 8, 9]])
+    seen: list[torch.Tensor] = []
+
+    def uniform(module: torch.nn.Module, weights: torch.Tensor) -> torch.Tensor:
+        seen.append(weights)
+        return torch.full_like(weights, 0.25)
+
+    handle = random_seq2seq.attention.register_weights_hook(uniform)
+    try:
+        with torch.no_grad():
+            out = random_seq2seq(src, lens, tgt_in, need_weights=True)
+    finally:
+        handle.remove()
+    assert len(seen) == 3 and torch.all(out.attention.cross == 0.25)
+    with torch.no_grad():
+        plain = random_seq2seq(src, lens, tgt_in, need_weights=True)
+    assert not torch.allclose(plain.logits, out.logits)  # the replacement reached the output
+    assert not torch.all(plain.attention.cross == 0.25)

@@ -281,6 +281,33 @@ def test_conv_stem_vectors_see_only_their_neighbourhood() -> None:
     assert (moved[:6] == 0).all() and (moved[:, :6] == 0).all()  # every other patch is untouched
 
 
+def test_conv_stem_blocks_widen_the_window_by_three_patches_each_way() -> None:
+    """Without blocks, the first pixel of patch (7, 7) (pixel 28) reaches the vectors of patches 6..8 in each
+    direction (patch j reads pixels 4j-4..4j+4, above); one ConvNeXt block (depthwise 7x7 on the patch grid)
+    widens that by 3 patches each way, to 3..11, and nothing farther. A new block is the identity (its last
+    projection starts at zero), so it is first perturbed to make it count."""
+    from attnlab.models.captioner import ConvStem
+
+    torch.manual_seed(0)
+    stem = ConvStem(1, 16, 4, blocks=1).double()
+    for p in stem.layers[-2].project.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    images = torch.randn(1, 1, 64, 64, dtype=torch.float64)
+    changed = images.clone()
+    changed[0, 0, 28, 28] += 5.0  # the first pixel of patch (7, 7)
+    moved = (stem(changed) - stem(images)).abs().amax(-1)[0].reshape(16, 16)
+    assert (moved[3:12, 3:12] > 0).all()
+    outside = torch.ones(16, 16, dtype=torch.bool)
+    outside[3:12, 3:12] = False
+    assert (moved[outside] == 0).all()
+
+
+def test_conv_stem_blocks_need_the_conv_stem() -> None:
+    with pytest.raises(ConfigError, match="stem_blocks"):
+        CaptionerConfig(stem="linear", stem_blocks=1)
+    assert CaptionerConfig(stem="conv", patch_size=4, stem_blocks=2).stem_blocks == 2
+
+
 def test_conv_stem_needs_a_power_of_two_patch() -> None:
     with pytest.raises(ConfigError, match="power of 2"):
         CaptionerConfig(stem="conv", image_size=60, patch_size=6)

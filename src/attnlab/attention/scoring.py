@@ -1,7 +1,10 @@
 """Single-head attention with the classic scoring functions, behind one interface.
 
 Each module computes scores ``(B, Tq, Tk)`` from queries and keys, applies :func:`masked_softmax` and
-returns the weighted sum of values. ``weights`` are always the probabilities *before* dropout.
+returns the weighted sum of values. ``weights`` are always the probabilities *before* dropout. Weights hooks
+(:meth:`~attnlab.attention.multihead.WeightsHooks.register_weights_hook`, as on ``MultiHeadAttention``) see them
+and may replace them; a model that computes attention with a module's pieces for speed (the recurrent decoders)
+checks :func:`is_observed` and runs the module itself when anything watches it.
 """
 
 from __future__ import annotations
@@ -12,14 +15,24 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks
 
 from attnlab.attention._checks import check_dropout, check_positive, check_qkv
 from attnlab.attention.functional import build_mask, softmax_with_mask, zero_unreachable
+from attnlab.attention.multihead import WeightsHooks
 from attnlab.core.types import AttentionOutput
 
 
-class ScoringAttention(nn.Module, ABC):
-    """Base class: subclasses define :meth:`score`; masking, dropout and the weighted sum live here."""
+def is_observed(module: nn.Module) -> bool:
+    """Whether forward hooks (``attnlab.viz.capture``) or weights hooks (``attnlab.explain``) watch ``module``: a
+    caller that uses its pieces directly must then call the module itself, so that every step is seen."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or _global_forward_hooks
+                or (isinstance(module, WeightsHooks) and module._has_weights_hooks()))
+
+
+class ScoringAttention(WeightsHooks, nn.Module, ABC):
+    """Base class: subclasses define :meth:`score`; masking, dropout, weights hooks and the weighted sum live
+    here."""
 
     query_dim: int | None = None
     key_dim: int | None = None
@@ -51,6 +64,8 @@ class ScoringAttention(nn.Module, ABC):
         keys, values = zero_unreachable(keys, values, combined)
         # 3. Score, normalize, drop out, mix.
         weights = softmax_with_mask(self.score(queries, keys), combined)  # (B, Tq, Tk)
+        if self._has_weights_hooks():  # they may replace the weights, which are then used exactly
+            weights = self._run_weights_hooks(weights)
         output = torch.bmm(self.dropout(weights), values)  # (B, Tq, Dv)
         return AttentionOutput(output, weights)
 

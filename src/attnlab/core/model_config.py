@@ -47,10 +47,19 @@ _STEM_HELP = ("how patches become vectors: linear (ViT's one linear map per patc
               "power of 2)")
 
 
-def _check_stem(owner: str, stem: str, patch_size: int) -> None:
+_STEM_BLOCKS_HELP = ("conv stem: ConvNeXt blocks on the patch grid after it (Liu et al. 2022: depthwise 7x7 "
+                     "convolution, LayerNorm, pointwise MLP, residual); each widens what a vector sees by 6 patches, "
+                     "so it can recognize a whole object, not a 2P+1 pixel piece of it")
+
+
+def _check_stem(owner: str, stem: str, patch_size: int, stem_blocks: int = 0) -> None:
     if stem == "conv" and (patch_size < 2 or patch_size & (patch_size - 1)):
         raise ConfigError(f"{owner}.patch_size: the conv stem halves the image per layer, so patch_size must be a "
                           f"power of 2 (2, 4, 8, ...), got {patch_size}")
+    check_range(owner, "stem_blocks", stem_blocks, low=0, high=64)
+    if stem_blocks and stem != "conv":
+        raise ConfigError(f"{owner}.stem_blocks: blocks follow the convolutional stem; set stem: conv or "
+                          f"stem_blocks: 0 (got stem {stem!r})")
 
 
 def _check_positive(owner: str, **values: int) -> None:
@@ -210,6 +219,7 @@ class ViTConfig:
     dropout: float = option(0.1, help="dropout on embeddings, residual branches and the MLP")
     attention_dropout: float = option(0.0, help="dropout on attention probabilities")
     stem: StemKind = option("linear", help=_STEM_HELP)
+    stem_blocks: int = option(0, help=_STEM_BLOCKS_HELP)
 
     def __post_init__(self) -> None:
         validate_types(self)
@@ -220,7 +230,7 @@ class ViTConfig:
         if self.image_size % self.patch_size != 0:
             raise ConfigError(f"{owner}.patch_size: got {self.patch_size}, expected a divisor of "
                               f"image_size={self.image_size}")
-        _check_stem(owner, self.stem, self.patch_size)
+        _check_stem(owner, self.stem, self.patch_size, self.stem_blocks)
         _check_heads(owner, self.d_model, self.num_heads)
         _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
 
@@ -248,6 +258,7 @@ class CaptionerConfig:
                                              "2017)")
     norm_first: bool = option(True, help="pre-LN (LayerNorm before each sublayer) if true, else post-LN")
     stem: StemKind = option("linear", help=_STEM_HELP)
+    stem_blocks: int = option(0, help=_STEM_BLOCKS_HELP)
     decoder: Literal["transformer", "gru"] = option("transformer", help="transformer (decoder_layers layers of "
                                                     "causal self-attention and multi-head cross-attention) or gru "
                                                     "(Show, Attend and Tell: a GRU with one additive attention over "
@@ -260,7 +271,7 @@ class CaptionerConfig:
         _check_positive(owner, image_size=self.image_size, patch_size=self.patch_size, in_channels=self.in_channels,
                         d_model=self.d_model, num_heads=self.num_heads, ffn_dim=self.ffn_dim,
                         decoder_layers=self.decoder_layers, max_len=self.max_len)
-        _check_stem(owner, self.stem, self.patch_size)
+        _check_stem(owner, self.stem, self.patch_size, self.stem_blocks)
         check_range(owner, "encoder_layers", self.encoder_layers, low=0)
         if self.image_size % self.patch_size != 0:
             raise ConfigError(f"{owner}.patch_size: got {self.patch_size}, expected a divisor of "

@@ -13,8 +13,9 @@ An :class:`Adapter` knows, for its model family, how to
 
 Families: :class:`TextClassifierAdapter` (``RNNAttentionClassifier``: its pooling attention is the attention;
 ``TransformerClassifier``: self-attention layers, then pooling), :class:`ViTAdapter` (``VisionTransformer``:
-patches, read out at the class token) and :class:`TranslationAdapter` (the ``Transformer`` encoder-decoder: one
-row per generated token, teacher-forced on the model's own greedy output). :func:`adapter_for` picks one for a
+patches, read out at the class token), :class:`TranslationAdapter` (the ``Transformer`` encoder-decoder: one
+row per generated token, teacher-forced on the model's own greedy output) and :class:`RecurrentTranslationAdapter`
+(the GRU/LSTM ``Seq2Seq`` with Bahdanau attention, the same rows). :func:`adapter_for` picks one for a
 predictor loaded by ``attnlab.pipeline.load_predictor``.
 
 Dimension legend: ``B`` batch, ``T`` positions explained, ``L`` layers, ``H`` heads, ``Q`` pooling queries,
@@ -400,15 +401,19 @@ class TranslationAdapter(Adapter):
 
     def __init__(self, model: nn.Module, text: Any = None, max_len: int | None = None,
                  max_new_tokens: int = 64) -> None:
-        from attnlab.models.transformer import Transformer
-
-        if not isinstance(model, Transformer):
-            raise ConfigError(f"explain supports the Transformer encoder-decoder for translation, not "
-                              f"{type(model).__name__} (its attention has no weights hooks for gradients)")
+        family = self._family()
+        if not isinstance(model, family):
+            raise ConfigError(f"{type(self).__name__} explains a {family.__name__}, not {type(model).__name__}")
         super().__init__(model)
         self.text = text
         self.max_len = max_len
         self.max_new_tokens = max_new_tokens
+
+    @staticmethod
+    def _family() -> type:
+        from attnlab.models.transformer import Transformer
+
+        return Transformer
 
     @property
     def layer(self) -> nn.Module:
@@ -515,6 +520,51 @@ class TranslationAdapter(Adapter):
         return AttentionImportance(_ordered(scores, methods), cross.double())
 
 
+class RecurrentTranslationAdapter(TranslationAdapter):
+    """The recurrent ``Seq2Seq`` with one attention over the encoder states per step (Bahdanau et al. 2015).
+
+    Rows, outputs and perturbations are those of :class:`TranslationAdapter`. Gradient methods attribute to the
+    source embeddings. Row ``t`` of ``attention`` is the decoder's attention distribution ``alpha_t`` when it
+    wrote token ``t``. There are no self-attention layers, so ``rollout`` and ``flow`` are not defined: the
+    recurrent encoder mixes positions in ways no attention map shows, which is one reason to compare ``attention``
+    with the gradient and perturbation rows. ``grad_rollout`` of row ``t`` is ``sum_{s<=t} (∇_{alpha_s} log p_t
+    ⊙ alpha_s)^+``: the recurrence carries every earlier step's attention into step ``t``, so each earlier
+    distribution counts by how much it moved ``log p_t`` (the one-layer case of Chefer et al. 2021's rule).
+    """
+
+    to_layer_input = False
+
+    @staticmethod
+    def _family() -> type:
+        from attnlab.models.seq2seq import Seq2Seq
+
+        return Seq2Seq
+
+    @property
+    def layer(self) -> nn.Module:
+        return self.model.src_embedding
+
+    def attention_importance(self, example: Example, methods: Sequence[str] = ATTENTION_METHODS, *,
+                             residual: float = 0.5) -> AttentionImportance:
+        handle = _requires_grad_hook(self.layer)
+        try:
+            with torch.enable_grad(), recording([("attention", self.model.attention)]) as rec:
+                logp = self._all_log_probs(example.inputs, self._tgt_in(example.target))[0]  # (Tt, V)
+                picked = logp.gather(-1, example.target.to(logp.device)[:, None])[:, 0]  # (Tt,)
+                steps = [w for _, w in rec.weights]  # Tt tensors (1, 1, Ts), one per decoder step
+                per_step = ([_on_cpu(_grads(picked[t], steps, retain=t + 1 < len(picked))) for t in range(len(picked))]
+                            if "grad_rollout" in methods else [])
+        finally:
+            handle.remove()
+        alphas = torch.cat([w[0] for w in _on_cpu(steps)]).double()  # (Tt, Ts)
+        scores = {"attention": alphas} if "attention" in methods else {}
+        if per_step:
+            rows = [sum(gradient_weighted(a[0][None].double(), g[0][None].double())[0]
+                        for a, g in zip(_on_cpu(steps), grads, strict=True)) for grads in per_step]
+            scores["grad_rollout"] = torch.stack(rows)  # (Tt, Ts)
+        return AttentionImportance(_ordered(scores, methods), alphas[None, None])  # heads: (1, 1, Tt, Ts)
+
+
 def _ordered(scores: dict[str, torch.Tensor], methods: Sequence[str]) -> dict[str, torch.Tensor]:
     return {m: scores[m] for m in methods if m in scores}
 
@@ -522,6 +572,7 @@ def _ordered(scores: dict[str, torch.Tensor], methods: Sequence[str]) -> dict[st
 def adapter_for(predictor: Any) -> Adapter:
     """The adapter of a predictor from ``attnlab.pipeline.load_predictor``: classifier, ViT or translator."""
     from attnlab.models.classifier import RNNAttentionClassifier, TransformerClassifier
+    from attnlab.models.seq2seq import Seq2Seq
     from attnlab.models.vit import VisionTransformer
 
     model = getattr(predictor, "model", None)
@@ -531,6 +582,7 @@ def adapter_for(predictor: Any) -> Adapter:
     if isinstance(model, VisionTransformer):
         return ViTAdapter(model, predictor.pipeline, predictor.patch_size)
     if hasattr(predictor, "translate"):
-        return TranslationAdapter(model, predictor.text, max_len=max_len)
-    raise ConfigError(f"explain supports text classifiers, the ViT and the Transformer encoder-decoder; this "
-                      f"checkpoint holds a {type(model).__name__}")
+        cls = RecurrentTranslationAdapter if isinstance(model, Seq2Seq) else TranslationAdapter
+        return cls(model, predictor.text, max_len=max_len)
+    raise ConfigError(f"explain supports text classifiers, the ViT and the encoder-decoders for text (Transformer, "
+                      f"Seq2Seq); this checkpoint holds a {type(model).__name__}")

@@ -20,10 +20,10 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks
 
 from attnlab.attention import AdditiveAttention, KVCache, LearnedPositionalEncoding
 from attnlab.attention.functional import softmax_with_mask
+from attnlab.attention.scoring import is_observed
 from attnlab.core.model_config import CaptionerConfig
 from attnlab.models.base import AttentionMaps, EncoderDecoder, EncoderDecoderOutput, StepOutput
 from attnlab.models.seq2seq import Seq2SeqState
@@ -62,7 +62,7 @@ class Captioner(EncoderDecoder):
                       "activation": "gelu", "norm_first": config.norm_first}
         # 1. Encoder: patch embeddings + learned positions (ViT eq. 1), then the encoder layers (eqs. 2-3).
         self.patch_embedding = (PatchEmbedding(config.in_channels, d, config.patch_size) if config.stem == "linear"
-                                else ConvStem(config.in_channels, d, config.patch_size))
+                                else ConvStem(config.in_channels, d, config.patch_size, config.stem_blocks))
         self.patch_positional = LearnedPositionalEncoding(d, self.num_patches, config.dropout)
         self.encoder_layers = nn.ModuleList(TransformerEncoderLayer(d, config.num_heads, config.ffn_dim, **layer_args)
                                             for _ in range(config.encoder_layers))
@@ -211,8 +211,8 @@ class Captioner(EncoderDecoder):
         embedded = self.step_dropout(self.tgt_embedding(tokens) * self.embed_scale)  # (B, D)
         query = state.hidden[-1].unsqueeze(1)  # (B, 1, D)
         attention = self.attention
-        if attention._forward_hooks or attention._forward_pre_hooks or _global_forward_hooks:
-            # Observed (attnlab.viz.capture): run the module itself so every step is recorded; same numbers.
+        if is_observed(attention):
+            # Observed (capture, explain): run the module itself so every step is recorded; same numbers.
             context, weights = attention(query, state.memory, state.memory, mask=state.mask)  # (B, 1, D), (B, 1, N)
             context = context[:, 0]
         else:  # the keys were projected once in _gru_state

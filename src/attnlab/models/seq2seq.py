@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.modules.module import _global_forward_hooks
 
 from attnlab.attention import AdditiveAttention, DotProductAttention, GeneralAttention, ScaledDotProductAttention
 from attnlab.attention.functional import build_mask, softmax_with_mask
-from attnlab.attention.scoring import ScoringAttention
+from attnlab.attention.scoring import ScoringAttention, is_observed
 from attnlab.core.model_config import Seq2SeqConfig
 from attnlab.models.base import AttentionMaps, DecoderState, EncoderDecoder, EncoderDecoderOutput, StepOutput
 from attnlab.models.rnn import RNNEncoder, RNNState, concat_directions, make_rnn, map_state
@@ -114,11 +113,11 @@ class Seq2Seq(EncoderDecoder):
         """``query`` ``(B, 1, Hd)`` -> context ``(B, 1, Hd)`` and weights ``(B, 1, Ts)`` over the real tokens.
 
         The fast path reuses the keys projected once in :meth:`encode` and skips per-call input checks. When the
-        attention module is observed by hooks (``attnlab.viz.capture``), its own ``forward`` runs instead, so
-        every step is recorded; both paths compute the same numbers.
+        attention module is observed by hooks (``attnlab.viz.capture``, ``attnlab.explain``), its own ``forward``
+        runs instead, so every step is recorded; both paths compute the same numbers.
         """
         attention = self.attention
-        if attention._forward_hooks or attention._forward_pre_hooks or _global_forward_hooks:
+        if is_observed(attention):
             return attention(query, state.memory, state.memory, mask=state.mask)
         if isinstance(attention, AdditiveAttention):
             scores = attention.score_projected(attention.W_q(query), state.keys)  # (B, 1, Ts)

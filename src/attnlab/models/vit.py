@@ -36,16 +36,36 @@ class PatchEmbedding(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
 
 
+class ConvNeXtBlock(nn.Module):
+    """``x + MLP(LayerNorm(depthwise7x7(x)))`` on a ``(B, C, H, W)`` grid (Liu et al. 2022, "A ConvNet for the
+    2020s", without layer scale); the last projection starts at zero, so a new block is the identity."""
+
+    def __init__(self, channels: int, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.expand = nn.Linear(channels, 4 * channels)
+        self.project = nn.Linear(4 * channels, channels)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.depthwise(x).permute(0, 2, 3, 1)  # (B, H, W, C): LayerNorm and the MLP act per position
+        h = self.project(torch.nn.functional.gelu(self.expand(self.norm(h))))
+        return x + h.permute(0, 3, 1, 2)
+
+
 class ConvStem(nn.Module):
     """``(B, C, S, S)`` images -> ``(B, N, D)`` region vectors on the ``(S / P)^2`` patch grid, row-major.
 
     A 3x3 convolution, then ``log2(P)`` 3x3 convolutions of stride 2 (GELU after each), then a 1x1 projection to
     ``D`` (the convolutional stem of Xiao et al. 2021, "Early Convolutions Help Transformers See Better"). Each
     vector sees a window of ``2P + 1`` pixels around its patch, so attention over the vectors still says where
-    in the image the model looks.
+    in the image the model looks. ``blocks`` :class:`ConvNeXtBlock` on the patch grid before the projection widen
+    that window by ``6P`` pixels each: enough to see a whole object, still local to it.
     """
 
-    def __init__(self, in_channels: int, d_model: int, patch_size: int) -> None:
+    def __init__(self, in_channels: int, d_model: int, patch_size: int, blocks: int = 0) -> None:
         super().__init__()
         self.patch_size = patch_size
         layers: list[nn.Module] = [nn.Conv2d(in_channels, 32, 3, padding=1), nn.GELU()]
@@ -54,6 +74,7 @@ class ConvStem(nn.Module):
             out = min(2 * channels, d_model)
             layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GELU()]
             channels = out
+        layers += [ConvNeXtBlock(channels) for _ in range(blocks)]
         layers.append(nn.Conv2d(channels, d_model, 1))
         self.layers = nn.Sequential(*layers)
 
@@ -73,7 +94,7 @@ class VisionTransformer(nn.Module):
         d = config.d_model
         num_patches = (config.image_size // config.patch_size) ** 2
         self.patch_embedding = (PatchEmbedding(config.in_channels, d, config.patch_size) if config.stem == "linear"
-                                else ConvStem(config.in_channels, d, config.patch_size))
+                                else ConvStem(config.in_channels, d, config.patch_size, config.stem_blocks))
         self.class_token = nn.Parameter(torch.zeros(1, 1, d))
         self.positional = LearnedPositionalEncoding(d, num_patches + 1, config.dropout)
         self.layers = nn.ModuleList(
