@@ -8,13 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from attnlab.core.config import load_file, yaml_loads
 from attnlab.core.errors import ConfigError, one_line, short_repr
 from attnlab.core.model_config import MODEL_CONFIGS
-from attnlab.core.registry import CORPORA, SYNTHETIC, TASKS, task_of_source
-from attnlab.core.run_config import SECTIONS, RunConfig, check_model_kind, default_model_kind, merge_dicts
+from attnlab.core.registry import CORPORA, SYNTHETIC, TASKS
+from attnlab.core.run_config import RunConfig
+from attnlab.pipeline.config import build_run_config
 
 
 def int_arg(text: str) -> int:
@@ -108,27 +106,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) != 2 or parts[0] not in SECTIONS:
-            raise ConfigError(f"--set {short_repr(item)}: expected SECTION.KEY=VALUE with SECTION one of data, model, "
-                              f"train, decode (e.g. --set train.lr=0.001)")
-        try:
-            value = yaml_loads(raw)  # numbers (1e-3 included), booleans, null, lists like [0.9, 0.98]
-        except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: 2026-13-45, a number of 5,000 digits
-            value = raw  # a plain string; the option's own check then says what it expects
-        out.setdefault(parts[0], {})[parts[1]] = value
-    return out
-
-
 def run_config_from_args(args: argparse.Namespace, *, saved: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults < saved run config (``--resume``) < ``--config`` file < flags < ``--set``."""
-    base: dict[str, Any] = dict(saved or {})
-    if args.config:
-        base = merge_dicts(base, load_file(args.config))
+    """Defaults < saved run config (``--resume``) < ``--config`` file < flags < ``--set``
+    (:func:`attnlab.pipeline.build_run_config`)."""
     flags: dict[str, Any] = {"data": {}, "model": {}, "train": {}}
     if args.task:
         flags["data"].update(source="task", task=args.task)
@@ -145,40 +125,7 @@ def run_config_from_args(args: argparse.Namespace, *, saved: dict[str, Any] | No
         flags["train"]["seed"] = args.seed
     if getattr(args, "task_kind", None):
         flags["task"] = args.task_kind
-    for name in SECTIONS:
-        if name in base and not isinstance(base[name], dict):
-            raise ConfigError(f"{args.config or 'config'}: section {name!r} must be a mapping of options, got "
-                              f"{type(base[name]).__name__}")
-    task = _task_of(base, flags)
-    check_model_kind(base.get("model", {}).get("kind"), where=f"{args.config or 'config'}: model.kind")
-    kind = args.model or base.get("model", {}).get("kind") or default_model_kind(task)
-    defaults: dict[str, Any] = {}
-    if saved is None:  # a new run: the task's defaults under everything the user gave
-        from attnlab.tasks import get_task
-
-        source = flags["data"].get("source") or base.get("data", {}).get("source", "task")
-        defaults = get_task(task).defaults(kind, synthetic=source == "task")
-    if args.model and base.get("model", {}).get("kind", args.model) != args.model:
-        base["model"] = {"kind": args.model}  # switching family: the other family's options do not apply
-    merged = merge_dicts(merge_dicts(merge_dicts(defaults, base), flags), _parse_set(args.set))
-    return RunConfig.from_dict(merged)
-
-
-def _task_of(base: dict[str, Any], flags: dict[str, Any]) -> str:
-    """The task the merged config will have (for choosing defaults before the config is built)."""
-    task = flags.get("task") or base.get("task")
-    if task is not None:
-        if not isinstance(task, str) or task not in TASKS:
-            raise ConfigError(f"task: got {short_repr(task)}, expected one of {', '.join(TASKS)}")
-        return task
-    data = {**base.get("data", {}), **flags["data"]}
-    source, synthetic = data.get("source", "task"), data.get("task", "dates")
-    try:
-        return task_of_source(source, synthetic)[0]
-    except (KeyError, TypeError):
-        raise ConfigError(f"data.source {short_repr(source)} / data.task {short_repr(synthetic)}: expected a source "
-                          f"among task, {', '.join(CORPORA)} and a synthetic dataset among "
-                          f"{', '.join(SYNTHETIC)}") from None
+    return build_run_config(args.config, overrides=args.set, model=args.model, flags=flags, saved=saved)
 
 
 def saved_run_config(out_dir: str | Path) -> dict[str, Any] | None:

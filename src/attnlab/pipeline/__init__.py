@@ -6,6 +6,7 @@ runs, and adds no math of its own.
 """
 
 from attnlab.pipeline.average import average_checkpoints
+from attnlab.pipeline.config import build_run_config, parse_overrides
 from attnlab.pipeline.load import (
     Classifier,
     Translator,
@@ -17,6 +18,6 @@ from attnlab.pipeline.load import (
 from attnlab.pipeline.run import RunResult, score_checkpoint, score_test, train_run
 from attnlab.pipeline.validate import exact_match, make_evaluator, score_pairs
 
-__all__ = ["Classifier", "RunResult", "Translator", "average_checkpoints", "exact_match", "load_predictor",
-           "load_translator", "make_evaluator", "predictor_from_checkpoint", "resolve_checkpoint", "score_checkpoint",
-           "score_pairs", "score_test", "train_run"]
+__all__ = ["Classifier", "RunResult", "Translator", "average_checkpoints", "build_run_config", "exact_match",
+           "load_predictor", "load_translator", "make_evaluator", "parse_overrides", "predictor_from_checkpoint",
+           "resolve_checkpoint", "score_checkpoint", "score_pairs", "score_test", "train_run"]
