@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnlab-installed
 
-.PHONY: demo test test-notebooks lint bench setup browser clean
+.PHONY: demo test test-slow test-all test-notebooks lint bench setup browser clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,17 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 
+# The fast default run: every test except the slow (convergence/quality), benchmark and notebook ones (pyproject.toml).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
+
+# Only the slow tests: models that must learn their task, the demo on its full recipe (a later -m replaces addopts').
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+# make test and make test-slow in one pytest run (everything but the benchmarks and the notebooks).
+test-all: $(STAMP) lint
+	$(BIN)/python -m pytest -m "not benchmark and not notebooks"
 
 # The tutorial notebooks, executed headless in fast mode (see notebooks/README.md; about 80 s on 2 idle cores).
 test-notebooks: setup

@@ -260,7 +260,6 @@ def test_describe(tmp_path):
     assert any(line.startswith("source words: median ") for line in lines)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not REAL.is_file(), reason=f"{REAL} is missing (fetch: attnlab data fetch debian-descriptions)")
 def test_real_file_and_committed_split():
     debian = read_debian_descriptions(SHARED)

@@ -32,6 +32,7 @@ def test_ngrams():
     assert ngrams(["a"], max_n=3) == [("a",)] and ngrams([]) == []
 
 
+@pytest.mark.slow  # its smoke tests: the default fit in test_two_fits_are_identical and test_three_classes
 def test_learns_a_keyword_rule_to_full_validation_accuracy():
     train = keyword_corpus(300, seed=0)
     valid = keyword_corpus(200, seed=1)

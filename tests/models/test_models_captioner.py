@@ -211,6 +211,7 @@ def grounded() -> Captioner:
     return model.eval()
 
 
+@pytest.mark.slow  # trains the 300-step `grounded` fixture
 def test_learns_the_quadrant_and_attends_to_the_square(grounded: Captioner) -> None:
     images, patch, captions = _square_scenes(64, torch.Generator().manual_seed(99))
     hyps = greedy_decode(grounded, images, torch.full((64,), 16), max_len=4, return_attention=True)
@@ -221,6 +222,7 @@ def test_learns_the_quadrant_and_attends_to_the_square(grounded: Captioner) -> N
     assert (peaks == patch.unsqueeze(1)).all(dim=1).sum() >= 62
 
 
+@pytest.mark.slow  # trains the 300-step `grounded` fixture
 def test_beam_search_agrees_with_greedy_on_the_trained_model(grounded: Captioner) -> None:
     images, _, _ = _square_scenes(8, torch.Generator().manual_seed(5))
     lens = torch.full((8,), 16)

@@ -85,6 +85,7 @@ def test_text_classifier_shapes_and_padding_invariance(index: int) -> None:
     assert wider.pooling is None  # only returned when asked for
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", [0, 1], ids=["rnn", "transformer"])
 def test_text_classifier_learns_marker_rule(index: int) -> None:
     model = _text_models()[index]
@@ -130,6 +131,7 @@ def test_vit_shapes_and_attention_maps() -> None:
     assert all(p.grad is not None for p in vit.parameters())
 
 
+@pytest.mark.slow
 def test_vit_learns_quadrant_rule() -> None:
     torch.manual_seed(0)
     vit = VisionTransformer(TINY_VIT)
@@ -145,6 +147,31 @@ def test_vit_learns_quadrant_rule() -> None:
     with torch.no_grad():
         accuracy = (vit(images).logits.argmax(-1) == labels).float().mean()
     assert accuracy > 0.9
+
+
+@pytest.mark.parametrize("which", ["rnn", "transformer", "vit"])
+def test_a_few_training_steps_reach_and_move_every_parameter(which: str) -> None:
+    """The few-step smoke test of the two slow "learns" tests above: their models, data and loop for 3 steps --
+    logits of the right shape, a finite loss, a finite gradient for every parameter, and every parameter moved."""
+    g = torch.Generator().manual_seed(2)
+    if which == "vit":
+        torch.manual_seed(0)
+        model, batches, classes = VisionTransformer(TINY_VIT), [quadrant_images(16, g) for _ in range(3)], 4
+    else:
+        model = _text_models()[["rnn", "transformer"].index(which)]
+        batches, classes = [marker_sequences(16, g) for _ in range(3)], 2
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for *inputs, labels in batches:
+        logits = model(*inputs).logits
+        assert logits.shape == (16, classes)
+        loss = F.cross_entropy(logits, labels)
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        assert [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()] == []
+        opt.step()
+    assert [n for n, p in model.named_parameters() if torch.equal(p.detach(), before[n])] == []
 
 
 def test_pooling_queries_word_dropout_and_bigrams() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -113,7 +115,8 @@ def test_gradients_reach_every_parameter() -> None:
     assert missing == []
 
 
-def test_learns_to_reverse_a_fixed_batch() -> None:
+def _train_to_reverse(steps: int) -> tuple[list[float], float]:
+    """``steps`` Adam steps on one fixed batch of 16 reversals; the losses and the token accuracy after them."""
     torch.manual_seed(0)
     model = Seq2Seq(Seq2SeqConfig(embed_dim=16, hidden_size=32, num_layers=1, dropout=0.0), 10, 10)
     g = torch.Generator().manual_seed(6)
@@ -122,13 +125,29 @@ def test_learns_to_reverse_a_fixed_batch() -> None:
     tgt_out = torch.cat([src.flip(1), torch.full((16, 1), 2)], dim=1)  # reversed + <eos>
     tgt_in = torch.cat([torch.ones(16, 1, dtype=torch.long), src.flip(1)], dim=1)  # <bos> + reversed
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    for _ in range(30):
+    losses = []
+    for _ in range(steps):
         loss = F.cross_entropy(model(src, lens, tgt_in).logits.flatten(0, 1), tgt_out.flatten())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    accuracy = (model(src, lens, tgt_in).logits.argmax(-1) == tgt_out).float().mean()
+        losses.append(loss.item())
+    logits = model(src, lens, tgt_in).logits
+    assert logits.shape == (16, 6, 10)
+    return losses, float((logits.argmax(-1) == tgt_out).float().mean())
+
+
+@pytest.mark.slow
+def test_learns_to_reverse_a_fixed_batch() -> None:
+    _, accuracy = _train_to_reverse(30)
     assert accuracy > 0.9
+
+
+def test_a_few_steps_on_the_fixed_batch_lower_its_loss() -> None:
+    """The few-step smoke test of the slow test above: the same model, batch and loop, 3 steps."""
+    losses, accuracy = _train_to_reverse(3)
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < losses[0] and 0.0 <= accuracy <= 1.0
 
 
 @pytest.mark.parametrize("attention", ["additive", "general"])

@@ -119,7 +119,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ddp")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args", [TRANSFORMER_ARGS, CLASSIFIER_ARGS], ids=["transformer", "rnn_classifier"])
 def test_two_ranks_train_the_model_one_process_trains(root: Path, args: list[str]) -> None:
     name = args[4]
@@ -131,7 +130,6 @@ def test_two_ranks_train_the_model_one_process_trains(root: Path, args: list[str
     assert (two / "best").is_dir() and (two / "last").is_dir()
 
 
-@pytest.mark.slow
 def test_ddp_resume_equals_uninterrupted_ddp(root: Path) -> None:
     straight, resumed = root / "ddp-straight", root / "ddp-resumed"
     _run(_torchrun([*TRANSFORMER_ARGS, "--set", "model.dropout=0.1", "--max-steps", str(STEPS),
@@ -143,7 +141,6 @@ def test_ddp_resume_equals_uninterrupted_ddp(root: Path) -> None:
     _assert_close_runs(straight, resumed, rtol=0.0, atol=0.0)
 
 
-@pytest.mark.slow
 def test_one_process_checkpoint_resumes_on_two_ranks(root: Path) -> None:
     one = root / "one-transformer"  # 6 steps in one process (first test), else train it here
     if not (one / "last").is_dir():
@@ -154,7 +151,6 @@ def test_one_process_checkpoint_resumes_on_two_ranks(root: Path) -> None:
     _assert_close_runs(one, mixed, **TOLERANCE)
 
 
-@pytest.mark.slow
 def test_sigterm_to_torchrun_stops_all_ranks_with_a_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = _torchrun([*TRANSFORMER_ARGS, "--max-steps", "100000", "--set", "train.save_every=100000",

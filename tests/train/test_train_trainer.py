@@ -27,6 +27,29 @@ def _scripted(values: list[float], name: str = "val_score"):
     return evaluate
 
 
+def test_fit_writes_the_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The few-step smoke test of the slow test below: 4 steps write the same run directory."""
+    out = tmp_path / "run"
+    cfg = tiny_config(max_steps=4, eval_every=2, save_every=2, log_every=1)
+    trainer = Trainer(make_model(), cfg, FakeBatches(), out, run_config={"model": {"kind": "tiny"}},
+                      extra_state={"vocab": ["<pad>", "<bos>"]})
+    result = trainer.fit()
+    assert result.step == 4 and result.stop_reason == "max_steps" and result.epoch == 0
+    assert result.best_step in (2, 4) and result.best_value is not None
+    train = read_metrics(out)
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    assert all(math.isfinite(r["loss"]) and r["tokens_per_s"] > 0 and r["lr"] > 0 for r in train)
+    assert [r["step"] for r in read_metrics(out, "eval")] == [2, 4]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == {"kind": "tiny"} and config["train"]["max_steps"] == 4
+    last = load_checkpoint(out / "last", make_model(1))
+    assert last.step == 4 and last.extra == {"vocab": ["<pad>", "<bos>"]} and last.config == config
+    assert load_checkpoint(out / "best").step == result.best_step
+    err = capsys.readouterr().err
+    assert "loss=" in err and "tok/s=" in err and "lr=" in err  # the progress bar
+
+
+@pytest.mark.slow
 def test_fit_writes_the_run_directory_and_learns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     cfg = tiny_config(max_steps=30, eval_every=10, save_every=10, log_every=5, lr=1e-2)

@@ -28,7 +28,6 @@ def _labels(fig, axis: str) -> list[str]:
     return [t.get_text() for t in (ax.get_xticklabels() if axis == "x" else ax.get_yticklabels())]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(180)  # unbounded, this took 75 s and wrote 24,000 x 24,000 pixels
 def test_two_thousand_tokens_stay_within_the_cap(tmp_path: Path) -> None:
     tokens = [f"▁w{i}" for i in range(2000)]

@@ -16,11 +16,11 @@ import attnlab.cli.data as cli_data
 from attnlab.core.errors import ExitCode
 from attnlab.data import download
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # pytest runs with --import-mode=importlib
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # pytest runs with --import-mode=importlib
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from local_http import serve  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "multi30k").is_dir(), reason="../shared/data not present")
 
 

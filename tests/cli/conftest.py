@@ -1,4 +1,4 @@
-"""Shared fixtures of the CLI/pipeline tests; makes ``pipeline_helpers`` importable under any import mode."""
+"""Shared fixtures of the CLI tests; makes ``cli_helpers`` importable under any import mode."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from pipeline_helpers import DATES_STEPS, SMALL_DATA, TINY_SEQ2SEQ, run_cli  # noqa: E402
+from cli_helpers import DATES_STEPS, SMALL_DATA, TINY_SEQ2SEQ, run_cli  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import pytest
 
 from attnlab.cli import build_parser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 README_ZH = ROOT / "README.zh-CN.md"
 EN = README.read_text(encoding="utf-8")

@@ -16,7 +16,7 @@ from attnlab.data.corpus import read_multi30k, read_tatoeba
 from attnlab.data.subword import SentencePieceTokenizer, train_sentencepiece
 from attnlab.data.tokenize import TOKENIZERS, tokenizer_from_dict
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "multi30k").is_dir(), reason="../shared/data not present")
 CJK_SPACE_CJK = re.compile(r"[\u4e00-\u9fff] [\u4e00-\u9fff]")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pipeline_helpers import SMALL_DATA, run_cli
+from cli_helpers import SMALL_DATA, run_cli
 
 from attnlab.core.errors import ExitCode
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_helpers import read_jsonl, run_cli
+from cli_helpers import read_jsonl, run_cli
 from safetensors.torch import load_file
 
 from attnlab.pipeline import Translator, load_predictor

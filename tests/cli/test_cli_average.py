@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_helpers import SMALL_DATA, TINY_SEQ2SEQ, run_cli
+from cli_helpers import SMALL_DATA, TINY_SEQ2SEQ, run_cli
 
 from attnlab.pipeline import load_translator
 from attnlab.train.checkpoint import load_checkpoint

@@ -11,7 +11,7 @@ from attnlab.core.errors import ConfigError, DataError
 from attnlab.data.corpus import read_tatoeba, read_tsv
 from attnlab.data.splits import CorpusSplit, load_or_make_split, load_split, make_split, save_split
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "tatoeba").is_dir(), reason="../shared/data not present")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_helpers import run_cli
+from cli_helpers import run_cli
 from torch.testing import assert_close
 
 TEXT = "Nov 21, 2026"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_helpers import assert_resumed_equals_straight, run_cli
+from cli_helpers import assert_resumed_equals_straight, run_cli
 
 from attnlab.pipeline import load_predictor
 from attnlab.tasks import ImageCaptioner, ImageClassifier

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import (
+from cli_helpers import (
     DATES_STEPS,
     SMALL_DATA,
     TINY_SEQ2SEQ,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_helpers import SMALL_DATA, TINY_SEQ2SEQ, checkpoint_step, read_jsonl, run_cli, snapshot
+from cli_helpers import SMALL_DATA, TINY_SEQ2SEQ, checkpoint_step, read_jsonl, run_cli, snapshot
 from safetensors.torch import load_file
 
 from attnlab.pipeline import load_translator

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import assert_resumed_equals_straight, run_cli
+from cli_helpers import assert_resumed_equals_straight, run_cli
 
 from attnlab.data.synthetic import KeywordTask, make_pairs
 from attnlab.pipeline import Classifier, load_predictor

@@ -1,4 +1,4 @@
-"""Helpers of the CLI/pipeline tests: run ``attnlab`` in-process, tiny model/data options, directory snapshots."""
+"""Helpers of the CLI tests: run ``attnlab`` in-process, tiny model/data options, directory snapshots."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``attnlab demo`` (the main job, shortened to a few steps) and a Multi30k smoke run of ``attnlab train``."""
+"""``attnlab demo`` (the main job, shortened to a few steps; on a few dates in make test, on the recipe's data in
+the slow tests) and a Multi30k smoke run of ``attnlab train``."""
 
 from __future__ import annotations
 
@@ -7,18 +8,37 @@ import re
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import TINY_TRANSFORMER, checkpoint_step, run_cli, snapshot
+from cli_helpers import TINY_TRANSFORMER, checkpoint_step, run_cli, snapshot
 
-from attnlab.cli.demo import EXAMPLES
+import attnlab.cli.demo as demo_cli
+from attnlab.cli.demo import EXAMPLES, demo_config
+from attnlab.core.run_config import RunConfig, merge_dicts
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DATA_DIR = Path("/work/shared/data")
 
 
-@pytest.mark.slow  # ~10 s: the demo recipe's data (20k dates) and decoding of ~1000 held-out dates, twice
+def _small_demo_config(max_steps: int | None = None, seed: int | None = None) -> RunConfig:
+    """The demo recipe on 200 training, 20 validation and 20 held-out dates (the recipe: 20,000 and 1,000)."""
+    cfg = demo_config(max_steps, seed)
+    small = {"data": {"num_train": 200, "num_valid": 20, "num_test": 20}, "decode": {"eval_sentences": 5}}
+    return RunConfig.from_dict(merge_dicts(cfg.to_dict(), small))
+
+
+def test_demo_on_a_few_dates_writes_heatmaps_and_reuses_a_finished_run(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smoke test of the slow test below: the same command and checks on a few dates, 2 steps."""
+    monkeypatch.setattr(demo_cli, "demo_config", _small_demo_config)
+    _demo_writes_heatmaps_and_reuses_a_finished_run(tmp_path / "demo", steps=2, held_out=20)
+
+
+@pytest.mark.slow  # ~6-10 s: the demo recipe's data (20k dates) and decoding of ~1000 held-out dates, twice
 def test_demo_writes_heatmaps_and_reuses_a_finished_run(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    res = run_cli(["demo", "--out", str(out), "--max-steps", "5", "--no-progress"])
+    _demo_writes_heatmaps_and_reuses_a_finished_run(tmp_path / "demo", steps=5, held_out=None)
+
+
+def _demo_writes_heatmaps_and_reuses_a_finished_run(out: Path, *, steps: int, held_out: int | None) -> None:
+    res = run_cli(["demo", "--out", str(out), "--max-steps", str(steps), "--no-progress"])
     assert res.rc == 0, res.err
     for i in range(1, 7):
         png = out / f"attention-{i}.png"
@@ -34,15 +54,17 @@ def test_demo_writes_heatmaps_and_reuses_a_finished_run(tmp_path: Path) -> None:
     assert [(v["example"], v["kind"]) for v in data["views"]] == [(i, "cross") for i in range(6)]
     assert ["".join(v["keyTokens"]).replace("\u2423", " ") for v in data["views"]] == EXAMPLES
     assert f"interactive viewer: {out / 'attention.html'} (all 6 translations)" in res.out
-    assert "held-out accuracy (exact match" in res.out and "trained 5 steps" in res.out
-    assert checkpoint_step(out / "last") == 5 and (out / "best" / "meta.json").is_file()
+    assert "held-out accuracy (exact match" in res.out and f"trained {steps} steps" in res.out
+    if held_out is not None:
+        assert f"held-out accuracy (exact match, {held_out} dates never seen in training)" in res.out
+    assert checkpoint_step(out / "last") == steps and (out / "best" / "meta.json").is_file()
 
     checkpoints = {k: v for k, v in snapshot(out).items() if k.startswith(("last/", "best/"))}
     metrics = (out / "metrics.jsonl").read_bytes()
-    res = run_cli(["demo", "--out", str(out), "--max-steps", "5", "--no-progress"])
+    res = run_cli(["demo", "--out", str(out), "--max-steps", str(steps), "--no-progress"])
     assert res.rc == 0, res.err
     assert "continuing" in res.out and "held-out accuracy (exact match" in res.out
-    assert checkpoint_step(out / "last") == 5
+    assert checkpoint_step(out / "last") == steps
     after = snapshot(out)
     assert {k: v for k, v in after.items() if k.startswith(("last/", "best/"))} == checkpoints  # not rewritten
     assert (out / "metrics.jsonl").read_bytes() == metrics  # no step trained

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:  # pytest runs with --import-mode=importlib
     sys.path.insert(0, str(REPO / "tests"))
 from browser_helpers import SKIPPED_WITHOUT_CHROMIUM, find_chromium  # noqa: E402
@@ -32,7 +32,6 @@ def test_the_lookup_finds_nothing_without_chromium_on_path(tmp_path: Path, monke
     assert find_chromium() is None
 
 
-@pytest.mark.slow
 def test_skipped_browser_tests_are_reported_once(tmp_path: Path) -> None:
     run = _pytest_without_chromium(tmp_path, "tests/viz/test_browser.py")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -41,7 +40,6 @@ def test_skipped_browser_tests_are_reported_once(tmp_path: Path) -> None:
     assert "skipped" in run.stdout.splitlines()[-1] and "passed" not in run.stdout.splitlines()[-1]
 
 
-@pytest.mark.slow
 def test_no_line_when_no_browser_test_was_skipped(tmp_path: Path) -> None:
     run = _pytest_without_chromium(tmp_path, "tests/viz/test_browser.py", "-m", "not browser")
     assert run.returncode == 5, run.stdout + run.stderr  # every test deselected: nothing ran, nothing skipped

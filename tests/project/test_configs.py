@@ -18,7 +18,7 @@ from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig
 from attnlab.core.run_config import RunConfig
 from attnlab.models import build_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DUMMY_VOCAB = 97
 
 # translation file -> (corpus, source language, target language, model kind)

@@ -31,11 +31,11 @@ from attnlab.data.download import (
     sha256_file,
 )
 
-if str(Path(__file__).resolve().parent) not in sys.path:  # pytest runs with --import-mode=importlib
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # pytest runs with --import-mode=importlib
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from local_http import FaultServer, serve  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not (SHARED / "multi30k").is_dir(), reason="../shared/data not present")
 
 

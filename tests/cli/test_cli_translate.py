@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import run_cli
+from cli_helpers import run_cli
 
 from attnlab.pipeline import load_translator
 
