@@ -19,6 +19,7 @@ def test_the_readme_has_python_snippets() -> None:
 def test_readme_snippets_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The blocks share one namespace, as a reader pasting them one after another would."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(README.parent / "configs")  # snippets name recipes as from the repository root
     namespace: dict[str, object] = {"__name__": "readme"}
     for i, block in enumerate(BLOCKS):
         exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)  # noqa: S102
