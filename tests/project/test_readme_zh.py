@@ -209,7 +209,7 @@ def test_code_is_the_english_readmes_with_translated_comments() -> None:
     (check_commands, "$ attnlab trace --d-model", "$ attnlab shape --d-model"),
     (check_commands, "--heads 8 --batch 64 --seq 10 --kv-seq 12", "--heads 8 --batch 64 --seq 10 --kv-len 12"),
     (check_commands, "attnlab evaluate --checkpoint runs/rt --baseline", "attnlab evaluate --checkpoint runs/rt --bow"),
-    (check_commands, "--set train.num_threads=1；", "--threads 1；"),
+    (check_commands, "--set model.bigram_buckets=20000", "--bigram-buckets 20000"),
     (check_commands, "`attnlab data fetch CORPUS [--dest DIR]`", "`attnlab data fetch CORPUS [--to DIR]`"),
     (check_table_numbers, "| 38.28 | 62.79 |", "| 38.29 | 62.79 |"),
     (check_table_numbers, "| 38.28 | 62.79 |", "| 62.79 | 38.28 |x| 90.36 |"),
