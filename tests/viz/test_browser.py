@@ -539,8 +539,12 @@ def _click_in_frame(tools: DevTools, index: int, frame: _Frame, selector: str, d
     """A real click (moved, pressed, released) on ``selector`` inside the ``index``-th iframe of the page, until
     the frame's JavaScript ``done`` holds: on a loaded machine the frame's layout can still move (scrolling, fonts)
     between reading the token's position and the click landing, so a click that hit nothing is made again (three
-    tries; a viewer that never reacts still fails)."""
+    tries; a viewer that never reacts still fails). ``done`` must test what the click does (a pin), not what the
+    pointer moving over a token already does (hover), and a click is never repeated once ``done`` holds: a second
+    click on a pinned token unpins it."""
     for attempt in range(3):
+        if attempt and frame.js(f"Boolean({done})"):  # the previous click took effect late
+            return
         _click_once(tools, index, frame, selector)
         try:
             frame.wait_for(done, timeout=5.0 if attempt < 2 else 20.0)
@@ -607,7 +611,7 @@ def test_two_inline_bundles_in_one_page_work_independently(devtools: DevTools, t
 
         # Pin a token in the first viewer's head view: only the first reacts.
         _click_in_frame(devtools, 0, one, "#hv-q .hv-tok[data-index='1']",
-                        "document.querySelector('#hv-q .hv-tok.selected') !== null")
+                        "JSON.stringify(window.attnlabViewer.state.pinned) === '{\"side\":\"q\",\"index\":1}'")
         assert one.js("JSON.stringify(window.attnlabViewer.state.pinned)") == '{"side":"q","index":1}'
         expected = maps.encoder_self[0, 0].mean(0)[1].tolist()  # layer 0, all heads (their mean), query 1
         weights = one.js("Array.from(document.querySelectorAll('#hv-k .hv-tok')).map(e => Number(e.dataset.weight))")
@@ -617,7 +621,7 @@ def test_two_inline_bundles_in_one_page_work_independently(devtools: DevTools, t
 
         # Then one in the second: it reacts in Chinese, and the first keeps its own pinned selection.
         _click_in_frame(devtools, 1, two, "#hv-q .hv-tok[data-index='2']",
-                        "document.querySelector('#hv-q .hv-tok.selected') !== null")
+                        "JSON.stringify(window.attnlabViewer.state.pinned) === '{\"side\":\"q\",\"index\":2}'")
         assert two.js("document.querySelector('#hv-q .hv-tok.selected').dataset.index") == "2"
         assert two.js("document.querySelector('#hv-k .hv-tok.top').dataset.index") == "3"
         status = two.js("document.getElementById('status').textContent")
