@@ -114,3 +114,24 @@ def test_missing_checkpoint_exits_4(tmp_path: Path) -> None:
 def test_argparse_usage_error_exits_2(run_dir: Path) -> None:
     rc, _, err = run_cli(["explain", "--checkpoint", str(run_dir), "--text", "a", "--split", "test"])
     assert rc == 2 and "not allowed with argument" in err
+
+
+def test_a_recurrent_seq2seq_is_explained_through_the_cli(tmp_path: Path) -> None:
+    """A GRU Seq2Seq trained a few steps: one report with its attention and gradient rows, rollout and flow
+    reported as not defined (it has no self-attention), and a page."""
+    run = tmp_path / "s2s"
+    rc, _, err = run_cli(["train", "--task", "reverse", "--model", "seq2seq", "--max-steps", "4",
+                          "--set", "model.embed_dim=8", "--set", "model.hidden_size=8", "--set", "model.num_layers=1",
+                          "--set", "data.num_train=100", "--set", "data.num_valid=10", "--set", "data.num_test=10",
+                          "--set", "train.num_threads=1", "--no-progress", "--out", str(run)])
+    assert rc == 0, err
+    html_path = tmp_path / "s.html"
+    rc, out, err = run_cli(["explain", "--checkpoint", str(run), "--split", "test", "--n", "2", *QUICK,
+                            "--html", str(html_path)])
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("explained 2 test texts with a seq2seq")
+    assert "not defined for this model: rollout, flow (it has no self-attention layers)" in lines
+    shown = {line.split()[0] for line in lines if line and line.split()[0] in (*METHODS, "random")}
+    assert shown == set(METHODS) - {"rollout", "flow"} | {"random"}
+    assert html_path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
