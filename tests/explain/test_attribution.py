@@ -37,16 +37,21 @@ def test_integrated_gradients_is_complete_for_a_classifier(random_classifier) ->
     assert float(ig.sum()) == pytest.approx(float(difference), abs=2e-3)
 
 
-def test_integrated_gradients_is_complete_for_each_step_of_a_recurrent_seq2seq(random_seq2seq) -> None:
-    mt = RecurrentTranslationAdapter(random_seq2seq, max_new_tokens=4)
-    example = mt.example_from_ids(torch.tensor([[4, 5, 6, 7, 8]]))
-    ig = attribute(mt, example, ["integrated_gradients"], ig_steps=64)["integrated_gradients"]  # (Tt, Ts)
-    assert ig.shape == (len(example.target), 5)
+def _assert_complete_per_step(mt, example, **kwargs) -> None:
+    """Each generated token's IG row sums to log p(token | source) - log p(token | all <pad>)."""
+    ig = attribute(mt, example, ["integrated_gradients"], **kwargs)["integrated_gradients"]  # (Tt, Ts)
+    assert ig.shape == (len(example.target), example.inputs.shape[1])
     for (args, target), row in zip(mt.steps(example), ig, strict=True):
         with torch.no_grad():
             want = (mt.log_probs(example.inputs, *args)[0, target]
                     - mt.log_probs(torch.zeros_like(example.inputs), *args)[0, target])
         assert float(row.sum()) == pytest.approx(float(want), abs=2e-3)
+
+
+def test_integrated_gradients_is_complete_for_each_step_of_a_recurrent_seq2seq(random_seq2seq) -> None:
+    mt = RecurrentTranslationAdapter(random_seq2seq, max_new_tokens=4)
+    example = mt.example_from_ids(torch.tensor([[4, 5, 6, 7, 8]]))
+    _assert_complete_per_step(mt, example, ig_steps=64)
 
 
 def test_integrated_gradients_is_complete_for_vit_and_each_translation_step(random_vit, random_translator) -> None:
@@ -60,13 +65,7 @@ def test_integrated_gradients_is_complete_for_vit_and_each_translation_step(rand
 
     mt = TranslationAdapter(random_translator, max_new_tokens=4)
     example = mt.example_from_ids(torch.tensor([[4, 5, 6, 7, 8]]))
-    ig = attribute(mt, example, ["integrated_gradients"])["integrated_gradients"]  # (Tt, Ts)
-    assert ig.shape == (len(example.target), 5)
-    for (args, target), row in zip(mt.steps(example), ig, strict=True):
-        with torch.no_grad():
-            want = (mt.log_probs(example.inputs, *args)[0, target]
-                    - mt.log_probs(torch.zeros_like(example.inputs), *args)[0, target])
-        assert float(row.sum()) == pytest.approx(float(want), abs=2e-3)
+    _assert_complete_per_step(mt, example)
 
 
 @pytest.mark.parametrize("position", [0, 2, 5])
