@@ -151,19 +151,21 @@ def _zero_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
                        dropout_p: float = 0.0, training: bool = False, scale: float | None = None,
-                       tracer=None) -> tuple[torch.Tensor, torch.Tensor]:
+                       tracer=None, keys_zeroed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention written out step by step (Vaswani et al., 2017, eq. 1).
 
     Args:
         q: ``(B, H, Tq, Dh)``; k: ``(B, H, Tk, Dh)``; v: ``(B, H, Tk, Dv)``.
         mask: boolean broadcastable to ``(B, H, Tq, Tk)``, ``True`` = may attend.
         tracer: an active :class:`attnlab.attention.trace.Trace` to record each step, or ``None``.
+        keys_zeroed: the keys and values no query may reach are zero already (as :func:`fused_attention`).
 
     Returns:
         ``(context (B, H, Tq, Dv), weights (B, H, Tq, Tk))``; weights are before dropout.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    k, v = zero_unreachable(k, v, mask)
+    if not keys_zeroed:
+        k, v = zero_unreachable(k, v, mask)
     # Kᵀ as a transposed view of a contiguous (B, H, Tk, Dh) K: the batched matmul then reads it with BLAS's
     # transpose flag. Transposing a head-split view instead makes matmul copy K element by element into
     # (B, H, Dh, Tk) order, a strided copy that cost 2-3% of a 128-token forward.
@@ -195,13 +197,16 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
-                    is_causal: bool = False, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
+                    is_causal: bool = False, dropout_p: float = 0.0, training: bool = False,
+                    keys_zeroed: bool = False) -> torch.Tensor:
     """The fast path: ``F.scaled_dot_product_attention`` with attnlab's semantics.
 
     ``is_causal`` is passed to the kernel only when no other mask is given and ``Tq == Tk`` (SDPA aligns
     its causal mask top-left, which is wrong for cached decoding). Rows with no allowed key are given a
     harmless full mask for the kernel (avoiding NaN forward and backward) and zeroed afterwards, so the
-    result equals :func:`explicit_attention`'s context.
+    result equals :func:`explicit_attention`'s context. ``keys_zeroed``: the caller has already zeroed the keys and
+    values no query may reach (:meth:`~attnlab.attention.cache.KVCache.without_unreachable`), so they are not
+    zeroed again.
 
     Returns:
         ``(B, H, Tq, Dv)`` context.
@@ -209,7 +214,8 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     p = dropout_p if training else 0.0
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=is_causal)
-    k, v = zero_unreachable(k, v, mask)
+    if not keys_zeroed:
+        k, v = zero_unreachable(k, v, mask)
     row_ok = mask.any(dim=-1, keepdim=True)  # (.., Tq, 1)
     if bool(row_ok.all()):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)

@@ -267,7 +267,7 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         """Scores, masked softmax and weighted sum written out (eq. 1); weights hooks see, and may replace, them."""
         mask = self._combined_mask(call, kernel_causal=False)  # broadcastable to (B, H, Tq, Tk), or None
         q, k, v = self._heads(call, mask, cache)  # (B, H, Tq, Dh), (B, H, Tk, Dh), (B, H, Tk, Dh)
-        context, weights = self._attend_explicit(q, k, v, mask)  # (B, H, Tq, Dh), (B, H, Tq, Tk)
+        context, weights = self._attend_explicit(q, k, v, mask, keys_zeroed=_zeroed(cache))  # (B, H, Tq, Dh|Tk)
         merged = context.transpose(1, 2).flatten(2)  # (B, Tq, H * Dh = D): the heads concatenated
         return AttentionOutput(self.out_proj(merged), weights if need_weights else None)
 
@@ -277,7 +277,7 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         mask = self._combined_mask(call, kernel_causal)  # (B|1, H|1, Tq, Tk), or None
         q, k, v = self._heads(call, mask, cache)  # (B, H, Tq, Dh), (B, H, Tk, Dh), (B, H, Tk, Dh)
         context = fused_attention(q, k, v, mask, is_causal=kernel_causal, dropout_p=self.dropout,
-                                  training=self.training)  # (B, H, Tq, Dh)
+                                  training=self.training, keys_zeroed=_zeroed(cache))  # (B, H, Tq, Dh)
         merged = context.transpose(1, 2).flatten(2)  # (B, Tq, H * Dh = D): the heads concatenated
         return AttentionOutput(self.out_proj(merged), None)
 
@@ -387,6 +387,8 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         q, k, v = self._split_heads(call, q, k, v)  # (B, H, T, Dh) each; no k, v on a static cache hit
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H, Tk, Dh): the cached keys, then the new ones
+            if _zeroed(cache):  # a cross-attention cache zeroes its padding keys once, not at every step
+                k, v = cache.without_unreachable(mask)
         return q, k, v
 
     def _split_heads(self, call: _Call, q: torch.Tensor, k: torch.Tensor | None,
@@ -400,10 +402,10 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         return q, k.view(B, T, H, Dh).transpose(1, 2), v.view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh) x2
 
     def _attend_explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                         tracer: Trace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         tracer: Trace | None = None, keys_zeroed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Context ``(B, H, Tq, Dh)`` and weights ``(B, H, Tq, Tk)``, after any weights hooks."""
         context, weights = explicit_attention(q, k, v, mask, dropout_p=self.dropout, training=self.training,
-                                              tracer=tracer)  # (B, H, Tq, Dh), (B, H, Tq, Tk)
+                                              tracer=tracer, keys_zeroed=keys_zeroed)  # (B, H, Tq, Dh|Tk)
         if self._has_weights_hooks():  # explanation: a replacement mixes the values in place of the softmax
             given, weights = weights, self._run_weights_hooks(weights)
             if weights is not given:
@@ -484,6 +486,11 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
                                        batch_first=batch_first, device=ref.device, dtype=ref.dtype)
         module.load_state_dict(self.state_dict(), strict=False)
         return module
+
+
+def _zeroed(cache: KVCache | None) -> bool:
+    """Whether the keys and values read from ``cache`` have their unreachable rows zeroed already (static caches)."""
+    return cache is not None and cache.static
 
 
 def _heads_mask(lengths_causal: torch.Tensor | None, mask: torch.Tensor | None,

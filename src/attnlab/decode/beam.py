@@ -127,9 +127,10 @@ def beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
 
     with eval_mode(model):
-        # 1. Encode once, then copy every sentence's state K times: row b * K + j is beam j of sentence b.
-        state = model.encode(src, src_lens).reorder(
-            torch.arange(batch_size, device=device).repeat_interleave(k))
+        # 1. Encode once, then give every sentence K beams: row b * K + j is beam j of sentence b (the state may keep
+        #    one copy of the source side per sentence, see DecoderState.expand_beams).
+        state = model.encode(src, src_lens).expand_beams(
+            torch.arange(batch_size, device=device).repeat_interleave(k), k)
         active = list(range(batch_size))  # original sentence index of each running sentence
         # Only beam 0 is real at the start; the others are -inf so the K copies are not picked K times.
         beam_scores = torch.full((batch_size, k), -math.inf, device=device)
@@ -198,7 +199,9 @@ def beam_search(
             if attn_hist is not None:
                 attn_hist = torch.cat([attn_hist[sent_idx, beams], weights[sent_idx, beams].unsqueeze(2)],
                                       dim=2)  # (Ba', K, t+1, Ts)
-            state = out.state.reorder((sent_idx * k + beams).view(-1))  # rows of the kept beams, (Ba' * K,)
+            rows = (sent_idx * k + beams).view(-1)  # rows of the kept beams, (Ba' * K,)
+            # Every sentence still running: rows move only among their own sentence's K copies of the source.
+            state = out.state.reorder_beams(rows) if len(keep) == n_active else out.state.reorder(rows)
             beam_scores = new_scores[keep_t]
             tokens = new_tok[keep_t].view(-1)  # (Ba' * K,)
             active = [active[i] for i in keep]

@@ -51,6 +51,24 @@ class DecoderState(ABC):
     def reorder(self, index: torch.Tensor) -> DecoderState:
         """Select/reorder batch rows (``index``: ``(B',)`` long) -- used by beam search and batch pruning."""
 
+    def reorder_beams(self, index: torch.Tensor) -> DecoderState:
+        """:meth:`reorder` for an ``index`` that moves rows only among rows holding the same source.
+
+        Beam search keeps ``K`` copies of each sentence's encoder state, one per beam, and reorders rows within a
+        sentence at every step; the source-side parts (encoder memory, cross-attention keys and values) are then
+        the same before and after, and a state may leave them where they are. The default reorders everything.
+        """
+        return self.reorder(index)
+
+    def expand_beams(self, index: torch.Tensor, beam_size: int) -> DecoderState:
+        """The state of ``beam_size`` beams per row: ``index`` is ``arange(B).repeat_interleave(beam_size)``.
+
+        Row ``b * beam_size + j`` is beam ``j`` of row ``b``. The default copies every row ``beam_size`` times
+        (:meth:`reorder`); a state may keep one copy of its source side per row instead, as long as its
+        :meth:`reorder` then accepts only indices that keep each row's beams together (what beam search does).
+        """
+        return self.reorder(index)
+
 
 @dataclass
 class StepOutput:

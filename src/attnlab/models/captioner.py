@@ -114,14 +114,17 @@ class Captioner(EncoderDecoder):
 
     def _decode(self, tokens: torch.Tensor, memory: torch.Tensor, *, offset: int = 0,
                 caches: tuple[list[KVCache], list[KVCache]] | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, list[DecoderLayerOutput]]:
-        """``tokens`` ``(B, Tt)`` at positions ``offset..`` -> hidden ``(B, Tt, D)`` and each layer's output."""
+                need_weights: bool = False, beams: int = 1) -> tuple[torch.Tensor, list[DecoderLayerOutput]]:
+        """``tokens`` ``(B, Tt)`` at positions ``offset..`` -> hidden ``(B, Tt, D)`` and each layer's output.
+
+        ``beams``: decoder rows per memory row (see :class:`TransformerDecoderLayer`)."""
         x = self.tgt_positional(self.tgt_embedding(tokens) * self.embed_scale, offset)  # (B, Tt, D)
         outs = []
         for i, layer in enumerate(self.decoder_layers):
             self_cache, cross_cache = (caches[0][i], caches[1][i]) if caches is not None else (None, None)
             # src_lens=None: every patch is real, and no mask keeps the fused kernel's unmasked path.
-            out = layer(x, memory, None, self_cache=self_cache, cross_cache=cross_cache, need_weights=need_weights)
+            out = layer(x, memory, None, self_cache=self_cache, cross_cache=cross_cache, need_weights=need_weights,
+                        beams=beams)
             x = out.output  # (B, Tt, D)
             outs.append(out)
         return self.decoder_norm(x), outs
@@ -189,10 +192,9 @@ class Captioner(EncoderDecoder):
             return StepOutput(logits, state, weights[:, 0] if need_weights else None)
         hidden, outs = self._decode(tokens.unsqueeze(1), state.memory, offset=state.offset,
                                     caches=(state.self_caches, state.cross_caches),
-                                    need_weights=need_weights)  # (B, 1, D)
+                                    need_weights=need_weights, beams=state.beams)  # (B, 1, D)
         logits = self.output(hidden[:, 0])  # (B, V)
-        new_state = TransformerState(state.memory, state.src_lens, state.self_caches, state.cross_caches,
-                                     state.offset + 1)
+        new_state = state.advanced()
         cross = outs[-1].cross_weights
         cross_weights = cross[:, :, 0].mean(dim=1) if need_weights else None  # (B, N)
         return StepOutput(logits, new_state, cross_weights)

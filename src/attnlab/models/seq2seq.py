@@ -71,6 +71,11 @@ class Seq2SeqState(DecoderState):
                             self.memory.index_select(0, index), self.keys.index_select(0, index),
                             self.mask.index_select(0, index))
 
+    def reorder_beams(self, index: torch.Tensor) -> Seq2SeqState:
+        """Only the decoder's hidden state moves: every row of one source holds the same memory, keys and mask."""
+        return Seq2SeqState(map_state(self.hidden, lambda t: t.index_select(1, index)), self.memory, self.keys,
+                            self.mask)
+
 
 class Seq2Seq(EncoderDecoder):
     """Bahdanau-attention encoder-decoder configured by :class:`Seq2SeqConfig`."""

@@ -124,16 +124,31 @@ class TransformerDecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_lens: torch.Tensor | None = None, *,
                 self_cache: KVCache | None = None, cross_cache: KVCache | None = None,
-                need_weights: bool = False) -> DecoderLayerOutput:
+                need_weights: bool = False, beams: int = 1) -> DecoderLayerOutput:
         """``x``: ``(B, Tt, D)`` target states; ``memory``: ``(B, Ts, D)``; ``src_lens``: ``(B,)``.
 
         With caches, ``x`` holds the new positions only; ``self_cache`` holds the earlier ones.
+
+        ``beams > 1`` (one decoding step of beam search): ``x`` is ``(B * beams, 1, D)``, the beams of each memory row
+        in consecutive rows, and ``memory`` keeps one row per source. Cross-attention then takes a row's beams as
+        ``beams`` queries over its one copy of the memory: the same result as a copy per beam, with the memory's
+        keys and values read once per sentence instead of once per beam.
         """
         def self_block(h: torch.Tensor) -> AttentionOutput:
             return self.self_attn(h, is_causal=True, cache=self_cache, need_weights=need_weights)
 
         def cross_block(h: torch.Tensor) -> AttentionOutput:
-            return self.cross_attn(h, memory, valid_lens=src_lens, cache=cross_cache, need_weights=need_weights)
+            if beams == 1:
+                return self.cross_attn(h, memory, valid_lens=src_lens, cache=cross_cache, need_weights=need_weights)
+            if h.shape[1] != 1 or h.shape[0] % beams:
+                raise ValueError(f"TransformerDecoderLayer: beams={beams} needs (B * beams, 1, D) states, got "
+                                 f"{tuple(h.shape)}")
+            rows = h.shape[0]
+            out, weights = self.cross_attn(h.view(rows // beams, beams, -1), memory, valid_lens=src_lens,
+                                           cache=cross_cache, need_weights=need_weights)  # (B, beams, D)
+            if weights is not None:  # (B, H, beams, Ts) -> (B * beams, H, 1, Ts)
+                weights = weights.transpose(1, 2).reshape(rows, weights.shape[1], 1, weights.shape[-1])
+            return AttentionOutput(out.reshape(rows, 1, -1), weights)
 
         if self.norm_first:
             # 1. x + CausalSelfAttention(LN(x)); 2. x + CrossAttention(LN(x), memory); 3. x + FFN(LN(x)).
@@ -171,14 +186,54 @@ class TransformerState(DecoderState):
     offset: int = 0
     src: torch.Tensor | None = None
     copy_keys: torch.Tensor | None = None
+    beams: int = 1
+    """Decoder rows per source row (:meth:`expand_beams`): ``memory``, ``src_lens`` and the cross caches hold
+    ``B`` rows, the self caches and the tokens ``B * beams``."""
 
     def reorder(self, index: torch.Tensor) -> TransformerState:
-        """Select batch rows; the caches are reordered in place and shared with the returned state."""
-        for cache in (*self.self_caches, *self.cross_caches):
+        """Select batch rows; the caches are reordered in place and shared with the returned state.
+
+        Raises:
+            ValueError: with ``beams > 1``, an ``index`` that splits the beams of a source across source rows.
+        """
+        for cache in self.self_caches:
             cache.reorder(index)
-        rows = [None if t is None else t.index_select(0, index) for t in (self.src, self.copy_keys)]
-        return TransformerState(self.memory.index_select(0, index), self.src_lens.index_select(0, index),
-                                self.self_caches, self.cross_caches, self.offset, *rows)
+        sources = index if self.beams == 1 else self._source_rows(index)  # (B',): the source row of each group
+        for cache in self.cross_caches:
+            cache.reorder(sources)
+        rows = [None if t is None else t.index_select(0, sources) for t in (self.src, self.copy_keys)]
+        return TransformerState(self.memory.index_select(0, sources), self.src_lens.index_select(0, sources),
+                                self.self_caches, self.cross_caches, self.offset, *rows, beams=self.beams)
+
+    def _source_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """``(B' * beams,)`` decoder rows -> ``(B',)`` source rows, one per group of ``beams`` consecutive rows."""
+        groups = index.view(-1, self.beams) // self.beams  # (B', beams): the source row of every selected row
+        if not bool((groups == groups[:, :1]).all()):
+            raise ValueError(f"TransformerState.reorder: with {self.beams} beams per source, each group of "
+                             f"{self.beams} consecutive rows must come from one source row")
+        return groups[:, 0]
+
+    def reorder_beams(self, index: torch.Tensor) -> TransformerState:
+        """Only the self-attention caches move: every row of one source holds the same memory and cross caches."""
+        for cache in self.self_caches:
+            cache.reorder(index)
+        return TransformerState(self.memory, self.src_lens, self.self_caches, self.cross_caches, self.offset,
+                                self.src, self.copy_keys, self.beams)
+
+    def expand_beams(self, index: torch.Tensor, beam_size: int) -> TransformerState:
+        """``beam_size`` decoder rows per source row sharing one copy of the memory and cross caches.
+
+        The pointer-generator's copy attention (``src`` set) and states that already decoded get the default copy
+        per beam."""
+        if self.src is not None or self.beams != 1 or self.offset or any(c.filled for c in self.self_caches):
+            return self.reorder(index)
+        return TransformerState(self.memory, self.src_lens, self.self_caches, self.cross_caches, self.offset,
+                                beams=beam_size)
+
+    def advanced(self) -> TransformerState:
+        """The same state one position further (after a decoding step filled the caches)."""
+        return TransformerState(self.memory, self.src_lens, self.self_caches, self.cross_caches, self.offset + 1,
+                                self.src, self.copy_keys, self.beams)
 
 
 class Transformer(EncoderDecoder):
@@ -245,14 +300,16 @@ class Transformer(EncoderDecoder):
 
     def _decode(self, tokens: torch.Tensor, memory: torch.Tensor, src_lens: torch.Tensor, *, offset: int = 0,
                 caches: tuple[list[KVCache], list[KVCache]] | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, list[DecoderLayerOutput]]:
-        """``tokens`` ``(B, Tt)`` at positions ``offset..`` -> hidden ``(B, Tt, D)`` and each layer's output."""
+                need_weights: bool = False, beams: int = 1) -> tuple[torch.Tensor, list[DecoderLayerOutput]]:
+        """``tokens`` ``(B, Tt)`` at positions ``offset..`` -> hidden ``(B, Tt, D)`` and each layer's output.
+
+        ``beams``: decoder rows per memory row (see :class:`TransformerDecoderLayer`)."""
         x = self.tgt_positional(self.tgt_embedding(tokens) * self.embed_scale, offset)  # (B, Tt, D)
         outs = []
         for i, layer in enumerate(self.decoder_layers):
             self_cache, cross_cache = (caches[0][i], caches[1][i]) if caches is not None else (None, None)
             out = layer(x, memory, src_lens, self_cache=self_cache, cross_cache=cross_cache,
-                        need_weights=need_weights)
+                        need_weights=need_weights, beams=beams)
             x = out.output  # (B, Tt, D)
             outs.append(out)
         return self.decoder_norm(x), outs
@@ -336,14 +393,13 @@ class Transformer(EncoderDecoder):
         """
         hidden, outs = self._decode(tokens.unsqueeze(1), state.memory, state.src_lens, offset=state.offset,
                                     caches=(state.self_caches, state.cross_caches),
-                                    need_weights=need_weights)  # (B, 1, D)
+                                    need_weights=need_weights, beams=state.beams)  # (B, 1, D)
         if self.config.copy:
             out, _ = self._project(hidden, state.src, state.src_lens, state.memory, state.copy_keys)
             logits = out[:, 0]  # (B, V) log-probabilities
         else:
             logits = self.output(hidden[:, 0])  # (B, V)
-        new_state = TransformerState(state.memory, state.src_lens, state.self_caches, state.cross_caches,
-                                     state.offset + 1, state.src, state.copy_keys)
+        new_state = state.advanced()
         cross = outs[-1].cross_weights
         cross_weights = cross[:, :, 0].mean(dim=1) if need_weights and cross is not None else None  # (B, Ts)
         return StepOutput(logits, new_state, cross_weights)
