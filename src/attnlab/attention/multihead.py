@@ -35,7 +35,7 @@ from attnlab.attention.functional import (
     zero_unreachable,
     zero_unused_inputs,
 )
-from attnlab.attention.masks import check_mask
+from attnlab.attention.masks import check_mask, lengths_to_mask
 from attnlab.attention.trace import Trace, active_trace
 from attnlab.core.types import AttentionOutput
 
@@ -261,6 +261,47 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         if path == "head_groups":
             return self._forward_head_groups(call)
         return self._forward_explicit(call, cache, need_weights)
+
+    # ------------------------------------------------------------------------------ one-step inference
+    def self_step(self, query: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One decoding step of causal self-attention, for inference: what ``forward(query, is_causal=True,
+        cache=cache).output`` returns, with less Python around the same operations.
+
+        ``query``: ``(B, 1, D)``, the new position; it may see every cached key and itself. No checks, hooks,
+        trace or dropout: callers use it in eval mode, without autograd, and only where nothing observes the module
+        (see :func:`observed`).
+        """
+        B, H, Dh = query.shape[0], self.num_heads, self.head_dim
+        qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, 1, 3D)
+        q, k, v = (t.view(B, 1, H, Dh).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # (B, H, 1, Dh) each
+        k, v = cache.update(k, v)  # (B, H, Tk, Dh)
+        context = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, Dh): one query, every key allowed
+        return self.out_proj(context.transpose(1, 2).reshape(B, 1, self.d_model))  # (B, 1, D)
+
+    def cross_step(self, query: torch.Tensor, memory: torch.Tensor, valid_lens: torch.Tensor | None, cache: KVCache,
+                   beams: int = 1) -> torch.Tensor:
+        """One decoding step of attention over an encoder memory, for inference (see :meth:`self_step`).
+
+        ``query``: ``(B * beams, 1, D)``, the beams of each memory row in consecutive rows; ``memory``:
+        ``(B, Ts, kdim)``, projected into the static ``cache`` on the first call; ``valid_lens``: ``(B,)``. A row's
+        beams attend as ``beams`` queries over its one copy of the memory, as the Transformer decoder layer does on
+        the general path, with the same choice of path.
+        """
+        rows, H, Dh = query.shape[0], self.num_heads, self.head_dim
+        B = rows // beams
+        q = F.linear(query, *self._weight(0)).view(B, beams, H, Dh).transpose(1, 2)  # (B, H, beams, Dh)
+        if not cache.filled:
+            _, k, v = self._project(memory, memory, memory, False, skip_kv=False)  # (B, Ts, D) each; q unused
+            Ts = memory.shape[1]
+            cache.update(k.view(B, Ts, H, Dh).transpose(1, 2), v.view(B, Ts, H, Dh).transpose(1, 2))
+        num_keys = len(cache)
+        mask = None if valid_lens is None else lengths_to_mask(valid_lens, num_keys, 4)  # (B, 1, 1, Ts)
+        k, v = cache.without_unreachable(mask)  # (B, H, Ts, Dh), padding zeroed once
+        if self.policy.choose(beams, num_keys, cached=True, grad=False) == "explicit":
+            context, _ = explicit_attention(q, k, v, mask, keys_zeroed=True)  # (B, H, beams, Dh)
+        else:
+            context = fused_attention(q, k, v, mask, keys_zeroed=True)
+        return self.out_proj(context.transpose(1, 2).reshape(rows, 1, self.d_model))  # (B * beams, 1, D)
 
     # ------------------------------------------------------------------------------------------- paths
     def _forward_explicit(self, call: _Call, cache: KVCache | None, need_weights: bool) -> AttentionOutput:

@@ -32,6 +32,7 @@ from attnlab.models.transformer import (
     TransformerDecoderLayer,
     TransformerEncoderLayer,
     TransformerState,
+    plain_inference,
 )
 from attnlab.models.vit import ConvStem, PatchEmbedding
 
@@ -119,6 +120,10 @@ class Captioner(EncoderDecoder):
 
         ``beams``: decoder rows per memory row (see :class:`TransformerDecoderLayer`)."""
         x = self.tgt_positional(self.tgt_embedding(tokens) * self.embed_scale, offset)  # (B, Tt, D)
+        if caches is not None and tokens.shape[1] == 1 and plain_inference(self.decoder_layers, need_weights):
+            for layer, self_cache, cross_cache in zip(self.decoder_layers, *caches, strict=True):
+                x = layer.step(x, memory, None, self_cache, cross_cache, beams)  # (B, 1, D)
+            return self.decoder_norm(x), []
         outs = []
         for i, layer in enumerate(self.decoder_layers):
             self_cache, cross_cache = (caches[0][i], caches[1][i]) if caches is not None else (None, None)
@@ -195,8 +200,7 @@ class Captioner(EncoderDecoder):
                                     need_weights=need_weights, beams=state.beams)  # (B, 1, D)
         logits = self.output(hidden[:, 0])  # (B, V)
         new_state = state.advanced()
-        cross = outs[-1].cross_weights
-        cross_weights = cross[:, :, 0].mean(dim=1) if need_weights else None  # (B, N)
+        cross_weights = outs[-1].cross_weights[:, :, 0].mean(dim=1) if need_weights else None  # (B, N)
         return StepOutput(logits, new_state, cross_weights)
 
     # ------------------------------------------------------------------------------------- GRU decoder

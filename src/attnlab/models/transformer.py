@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.attention import KVCache, LearnedPositionalEncoding, MultiHeadAttention, SinusoidalPositionalEncoding
+from attnlab.attention.scoring import is_observed
+from attnlab.attention.trace import active_trace
 from attnlab.core.errors import ConfigError
 from attnlab.core.model_config import TransformerConfig
 from attnlab.core.types import AttentionOutput
@@ -165,6 +167,39 @@ class TransformerDecoderLayer(nn.Module):
             x = self.norm2(x + self.dropout(attended))
             x = self.norm3(x + self.dropout(self.ffn(x)))
         return DecoderLayerOutput(x, self_w, cross_w)
+
+
+    def step(self, x: torch.Tensor, memory: torch.Tensor, src_lens: torch.Tensor | None, self_cache: KVCache,
+             cross_cache: KVCache, beams: int = 1) -> torch.Tensor:
+        """One decoding step for inference: ``forward(x, memory, src_lens, self_cache=..., cross_cache=...,
+        beams=...).output`` through the attention modules' one-step methods (no dropout, checks or hooks; see
+        :func:`plain_inference`). ``x``: ``(B * beams, 1, D)`` -> ``(B * beams, 1, D)``."""
+        self_step, cross_step = self.self_attn.self_step, self.cross_attn.cross_step
+        if self.norm_first:
+            x = x + self_step(_norm(self.norm1, x), self_cache)
+            x = x + cross_step(_norm(self.norm2, x), memory, src_lens, cross_cache, beams)
+            return x + _ffn(self.ffn, _norm(self.norm3, x))
+        x = _norm(self.norm1, x + self_step(x, self_cache))
+        x = _norm(self.norm2, x + cross_step(x, memory, src_lens, cross_cache, beams))
+        return _norm(self.norm3, x + _ffn(self.ffn, x))
+
+
+def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+def _ffn(ffn: PositionwiseFeedForward, x: torch.Tensor) -> torch.Tensor:
+    """``ffn(x)`` in eval mode (no dropout)."""
+    hidden = ffn.activation(F.linear(x, ffn.linear1.weight, ffn.linear1.bias))
+    return F.linear(hidden, ffn.linear2.weight, ffn.linear2.bias)
+
+
+def plain_inference(layers: nn.ModuleList, need_weights: bool) -> bool:
+    """Whether decoder ``layers`` may take :meth:`TransformerDecoderLayer.step`: eval mode, no autograd, no weights
+    wanted, no trace, and nothing (capture, explanation hooks) watching any of their modules."""
+    if need_weights or torch.is_grad_enabled() or active_trace() is not None:
+        return False
+    return not any(m.training or is_observed(m) for layer in layers for m in layer.modules())
 
 
 @dataclass
@@ -305,6 +340,10 @@ class Transformer(EncoderDecoder):
 
         ``beams``: decoder rows per memory row (see :class:`TransformerDecoderLayer`)."""
         x = self.tgt_positional(self.tgt_embedding(tokens) * self.embed_scale, offset)  # (B, Tt, D)
+        if caches is not None and tokens.shape[1] == 1 and plain_inference(self.decoder_layers, need_weights):
+            for layer, self_cache, cross_cache in zip(self.decoder_layers, *caches, strict=True):
+                x = layer.step(x, memory, src_lens, self_cache, cross_cache, beams)  # (B, 1, D)
+            return self.decoder_norm(x), []
         outs = []
         for i, layer in enumerate(self.decoder_layers):
             self_cache, cross_cache = (caches[0][i], caches[1][i]) if caches is not None else (None, None)
@@ -400,6 +439,6 @@ class Transformer(EncoderDecoder):
         else:
             logits = self.output(hidden[:, 0])  # (B, V)
         new_state = state.advanced()
-        cross = outs[-1].cross_weights
+        cross = outs[-1].cross_weights if outs else None
         cross_weights = cross[:, :, 0].mean(dim=1) if need_weights and cross is not None else None  # (B, Ts)
         return StepOutput(logits, new_state, cross_weights)
