@@ -56,6 +56,25 @@ def test_beam_and_n_best(dates_run: Path) -> None:
     assert res.rc == 2 and "--beam" in res.err
 
 
+def test_early_stopping_flag_reaches_beam_search(dates_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import attnlab.decode.translate as translate_module
+
+    seen: list[bool] = []
+    real = translate_module.beam_search
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["early_stopping"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(translate_module, "beam_search", spy)
+    for flags, expected in (([], False), (["--early-stopping"], True)):
+        seen.clear()
+        res = run_cli(["translate", "--checkpoint", str(dates_run / "best"), "--beam", "3", *flags], stdin=STDIN)
+        assert res.rc == 0, res.err
+        assert seen and set(seen) == {expected}
+        assert len(res.out.split("\n")[:-1]) == len(SOURCES)
+
+
 def test_invalid_utf8_exits_3_naming_the_line(dates_run: Path, tmp_path: Path) -> None:
     hyp = tmp_path / "out.txt"
     res = run_cli(["translate", "--checkpoint", str(dates_run / "best"), "--output", str(hyp)],

@@ -49,3 +49,19 @@ def test_evaluator_decodes_the_spread_sample(monkeypatch) -> None:
     metrics = validate.make_evaluator(prepared, cfg)(model=None)
     assert seen == [[valid[0], valid[3], valid[6], valid[9]]]
     assert metrics == {"val_loss": 1.0, "val_exact_match": 0.5, "val_bleu": 10.0, "val_chrf": 20.0}
+
+
+def test_decode_early_stopping_reaches_beam_search(monkeypatch) -> None:
+    seen: list[dict] = []
+
+    def fake_translate_sentences(*args, **kwargs):
+        seen.append(kwargs)
+        return []
+
+    monkeypatch.setattr(validate, "translate_sentences", fake_translate_sentences)
+    monkeypatch.setattr(validate, "text_metrics", lambda hyps, refs, cfg, corpus_metrics=None: {})
+    for flag in (False, True):
+        cfg = RunConfig.from_dict({"decode": {"beam_size": 4, "early_stopping": flag}})
+        validate.score_pairs(None, SimpleNamespace(src_tokenizer=None, src_vocab=None, tgt_tokenizer=None,
+                                                   tgt_vocab=None), [("a", "b")], cfg)
+        assert seen[-1]["early_stopping"] is flag and seen[-1]["beam_size"] == 4

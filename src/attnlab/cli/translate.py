@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from attnlab.cli._run_options import int_in
@@ -19,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam", type=int_in(1, MAX_BEAM), default=None, metavar="N",
                    help="beam size (default: the run's decode.beam_size)")
     p.add_argument("--n-best", type=int, default=1, metavar="K", help="print the K best hypotheses, tab-separated")
+    p.add_argument("--early-stopping", action="store_true",
+                   help="beam search: stop a sentence once N hypotheses have ended (faster; default: the run's "
+                        "decode.early_stopping, else the exact rule)")
     p.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
     p.add_argument("--output", metavar="FILE", help="output file (default: stdout); written only when all is done")
     p.set_defaults(func=run)
@@ -51,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
     translator = load_translator(args.checkpoint)
+    if args.early_stopping:
+        config = translator.config
+        translator.config = replace(config, decode=replace(config.decode, early_stopping=True))
     beam = translator.config.decode.beam_size if args.beam is None else args.beam
     if args.n_best < 1 or args.n_best > beam:
         raise ConfigError(f"--n-best {args.n_best} needs a beam of at least {args.n_best} (beam is {beam}); "

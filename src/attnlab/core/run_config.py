@@ -113,6 +113,9 @@ class DecodeConfig:
 
     beam_size: int = option(1, help=f"beam width (1 = greedy decoding; at most {MAX_BEAM})")
     length_penalty: float = option(1.0, help="beam search length normalization exponent alpha (0 = none)")
+    early_stopping: bool = option(False, help="beam search: stop a sentence once beam_size hypotheses have ended "
+                                              "(fairseq's and CTranslate2's rule; faster) instead of when no live "
+                                              "beam can still beat the best ended ones (exact, the default)")
     max_len: int | None = option(None, help="longest output in tokens (default: 2 * source length + 10)")
     batch_size: int = option(64, help="sentences decoded together")
     eval_sentences: int = option(500, help="validation sentences decoded (greedy) at every evaluation to score "

@@ -245,6 +245,7 @@ class ImageCaptioner:
                 if beam > 1:
                     hyps = [n[0] for n in beam_search(self.model, chunk, src_lens, beam_size=beam, max_len=max_len,
                                                       length_penalty=self.config.decode.length_penalty,
+                                                      early_stopping=self.config.decode.early_stopping,
                                                       return_attention=return_attention)]
                 else:
                     hyps = greedy_decode(self.model, chunk, src_lens, max_len=max_len,

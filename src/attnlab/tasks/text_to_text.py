@@ -89,7 +89,7 @@ class Translator:
                 self.text.tgt_vocab, beam_size=cfg.beam_size if beam_size is None else beam_size, n_best=n_best,
                 batch_size=cfg.batch_size, max_len=max_len if max_len is not None else cfg.max_len,
                 max_src_len=self.config.data.max_len, length_penalty=cfg.length_penalty,
-                return_attention=return_attention, warn_cut=True)
+                early_stopping=cfg.early_stopping, return_attention=return_attention, warn_cut=True)
 
 
 def load_weights(model: nn.Module, ckpt: Checkpoint) -> nn.Module:
@@ -173,7 +173,8 @@ def score_pairs(model: EncoderDecoder, text: TextPipeline, pairs: Sequence[tuple
     beam = cfg.decode.beam_size if beam_size is None else beam_size
     out = translate_sentences(model, sources, text.src_tokenizer, text.src_vocab, text.tgt_tokenizer, text.tgt_vocab,
                               beam_size=beam, batch_size=cfg.decode.batch_size, max_len=cfg.decode.max_len,
-                              max_src_len=cfg.data.max_len, length_penalty=cfg.decode.length_penalty)
+                              max_src_len=cfg.data.max_len, length_penalty=cfg.decode.length_penalty,
+                              early_stopping=cfg.decode.early_stopping)
     hyps = [t.text for t in out]
     metrics = text_metrics(hyps, refs, cfg, corpus_metrics=bleu)
     metrics["beam_size"] = beam
