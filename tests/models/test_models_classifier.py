@@ -201,3 +201,25 @@ def test_pooling_queries_word_dropout_and_bigrams() -> None:
     assert ids[0, 1] != ids[1, 1]  # (3, 5) and (5, 3) are different bigrams
     with pytest.raises(Exception, match="bigram_buckets"):
         RNNClassifierConfig(bigram_buckets=-1)
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+@pytest.mark.parametrize("pooling", ["scaled_dot", "additive"])
+def test_rnn_classifier_trains_under_cpu_bf16_autocast(rnn: str, pooling: str) -> None:
+    # Under CPU autocast an LSTM returns bfloat16 states and a GRU float32; the pooling takes either.
+    torch.manual_seed(0)
+    model = RNNAttentionClassifier(RNNClassifierConfig(embed_dim=16, hidden_size=8, rnn=rnn, pooling=pooling,
+                                                       num_classes=2), vocab_size=30)
+    tokens, lens = torch.randint(4, 30, (3, 7)), torch.tensor([7, 4, 1])
+    model.eval()  # no dropout: the two passes differ by precision alone
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(tokens, lens, need_weights=True)
+    reference = model(tokens, lens)
+    assert out.pooling.shape == (3, 1, 7) and torch.isfinite(out.logits).all()
+    assert (out.pooling[1, 0, 4:] == 0).all()  # padding still gets no weight
+    torch.testing.assert_close(out.logits.float(), reference.logits, atol=0.05, rtol=0.05)  # bf16 resolution
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tokens, lens).logits
+    F.cross_entropy(logits.float(), torch.tensor([0, 1, 0])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)

@@ -111,8 +111,9 @@ class AttentionPooling(WeightsHooks, nn.Module):
         Returns:
             ``AttentionOutput(output (B, Q, D), weights (B, Q, T))``.
         """
-        queries = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, Q, D)
-        out = self.attention(queries, self.key_proj(x), x, valid_lens=valid_lens)
+        # In x's dtype: under CPU bf16 autocast an LSTM returns bfloat16 states (a GRU float32).
+        queries = self.queries.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, Q, D)
+        out = self.attention(queries, self.key_proj(x).to(x.dtype), x, valid_lens=valid_lens)
         if not self._has_weights_hooks():
             return out
         weights = self._run_weights_hooks(out.weights)  # (B, Q, T)
