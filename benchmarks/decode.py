@@ -1,7 +1,7 @@
 """Decoding speed: greedy with the KV cache vs recomputing the prefix each step, beam 5, and peak memory.
 
 Run: .venv/bin/python benchmarks/decode.py [--checkpoint DIR] [--sentences 1000] [--batch-size 64]
-     [--threads 2] [--repeats 3] [--quick] [--json FILE]
+     [--threads 2] [--repeats 3] [--quick] [--json FILE] [--vs ctranslate2]
 
 Sentences: the first ``--sentences`` lines of Multi30k ``test_2016_flickr`` (``--src-file``), sorted by
 length and decoded in batches of ``--batch-size``; every mode decodes the same batches, interleaved
@@ -23,11 +23,22 @@ Modes: ``greedy+cache`` (``greedy_decode``, incremental ``decode_step``), ``gree
 Peak memory: each mode once more in a fresh subprocess; CPU: peak RSS (``VmHWM``, reset just before
 decoding) above the RSS before decoding; CUDA: ``torch.cuda.max_memory_allocated`` above the allocation
 before decoding.
+
+``--vs ctranslate2`` (needs ``--checkpoint``, a Transformer with SentencePiece tokenizers): exports it to a
+temporary directory (:func:`attnlab.export.export_ctranslate2`) and times attnlab against CTranslate2
+(``translate_batch``, ``compute_type="float32"``, ``inter_threads=1``, ``intra_threads=--threads``) on the same
+batches of the same source ids with the same ``max_len``: greedy (beam 1, batches of ``--batch-size``), beam 5 in
+batches of 64 and beam 4 in batches of 32. Beam search runs with length penalty 0 on both sides, the setting under
+which both engines rank and stop alike (CTranslate2 divides by ``length ** alpha``, attnlab by GNMT's penalty).
+The two engines alternate, after one warm-up pass that also counts the sentences whose best output differs
+(greedy: expected 0). The ratio is attnlab's time over CTranslate2's (above 1: CTranslate2 is faster). Without
+``ctranslate2`` installed it says so in one line and times attnlab alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -35,12 +46,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import environment, median_times  # noqa: E402
 
+from attnlab.core.errors import AttnlabError  # noqa: E402
 from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig  # noqa: E402
 from attnlab.data.corpus import multi30k_path, read_lines  # noqa: E402
 from attnlab.data.tokenize import Tokenizer, WordTokenizer  # noqa: E402
@@ -50,6 +63,8 @@ from attnlab.decode.translate import default_max_len  # noqa: E402
 from attnlab.models import EncoderDecoder, build_model  # noqa: E402
 
 MODES = ("greedy+cache", "greedy recompute", "beam5", "beam5 early")
+VS_MODES = (("greedy", 1, None), ("beam5", 5, 64), ("beam4", 4, 32))
+"""``--vs``: (name, beam size, batch size; ``None``: ``--batch-size``)."""
 
 
 @dataclass
@@ -132,6 +147,91 @@ def run_mode(setup: Setup, mode: str) -> int:
     return tokens
 
 
+def attnlab_ids(model: EncoderDecoder, batches: list[DecodeBatch], beam: int) -> list[list[int]]:
+    """The best output of each sentence, decoded by attnlab (greedy for ``beam`` 1; length penalty 0)."""
+    if beam == 1:
+        return [h.tokens for b in batches for h in greedy_decode(model, b.src, b.src_lens, max_len=b.max_len)]
+    return [nb[0].tokens for b in batches for nb in beam_search(model, b.src, b.src_lens, beam_size=beam,
+                                                                max_len=b.max_len, length_penalty=0.0)]
+
+
+def as_pieces(batch: DecodeBatch, vocab: Vocab) -> list[list[str]]:
+    """The batch's source ids as the token strings CTranslate2 reads (an unknown piece: ``<unk>``)."""
+    return [[vocab.id_to_token(i) for i in row[:n]] for row, n in zip(batch.src.tolist(), batch.src_lens.tolist(),
+                                                                       strict=True)]
+
+
+def ct2_ids(engine: Any, batches: list[DecodeBatch], pieces: list[list[list[str]]], beam: int,
+            tgt_vocab: Vocab) -> list[list[int]]:
+    """The same for CTranslate2 (an :class:`attnlab.export.ExportedTranslator`), as attnlab target ids."""
+    return [[tgt_vocab.token_to_id(t) for t in hyp] for b, p in zip(batches, pieces, strict=True)
+            for hyp in engine.translate_pieces(p, beam_size=beam, max_len=b.max_len)]
+
+
+def run_vs_ctranslate2(args: argparse.Namespace, device: torch.device) -> None:
+    """``--vs ctranslate2``: attnlab and CTranslate2 on the same batches (see the module docstring)."""
+    import tempfile
+
+    from attnlab.pipeline.load import load_translator
+
+    try:
+        import ctranslate2
+    except ImportError:
+        ctranslate2 = None
+        print("ctranslate2 is not installed (pip install 'attnlab[export]'): timing attnlab alone")
+    tr = load_translator(args.checkpoint)
+    model = tr.model.to(device).eval()
+    src_file = args.src_file or multi30k_path("test_2016_flickr", args.src_lang)
+    sentences = read_lines(src_file)[: args.sentences]
+    cfg_max = tr.config.decode.max_len
+    vocab, tgt_vocab = tr.text.src_vocab, tr.text.tgt_vocab
+    t0 = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = None
+        if ctranslate2 is not None:
+            from attnlab.export import ExportedTranslator, export_checkpoint
+
+            try:
+                export_checkpoint(args.checkpoint, Path(tmp) / "ct2", "ctranslate2")
+            except AttnlabError as exc:
+                sys.exit(f"decode.py --vs ctranslate2: {exc}")
+            engine = ExportedTranslator(Path(tmp) / "ct2", device=device.type, compute_type="float32",
+                                        intra_threads=args.threads, inter_threads=1)
+        for name, beam, size in VS_MODES:
+            size = size or args.batch_size
+            batches = make_batches(sentences, tr.text.src_tokenizer, vocab, size,
+                                   lambda _, lens: cfg_max or default_max_len(max(lens)), device)
+            pieces = [as_pieces(b, vocab) for b in batches]
+            fns = {"attnlab": functools.partial(attnlab_ids, model, batches, beam)}
+            if engine is not None:
+                fns["ct2"] = functools.partial(ct2_ids, engine, batches, pieces, beam, tgt_vocab)
+            outputs = {key: fn() for key, fn in fns.items()}  # also the warm-up pass
+            times = median_times(fns, warmup=0, repeats=args.repeats)
+            differ = (sum(a != c for a, c in zip(outputs["attnlab"], outputs["ct2"], strict=True))
+                      if engine is not None else None)
+            rows.append({"mode": name, "beam_size": beam, "batch_size": size, "attnlab_seconds": times["attnlab"],
+                         "ct2_seconds": times.get("ct2"), "outputs_differ": differ})
+    n = len(sentences)
+    version = ctranslate2.__version__ if ctranslate2 is not None else "not installed"
+    print(f"# attnlab vs CTranslate2 {version}: {n} sentences, checkpoint {tr.path} (step {tr.step})")
+    print(f"# {environment()}, device {device}, fp32 (CT2 compute_type float32, intra_threads {args.threads}, "
+          f"inter_threads 1), beam length penalty 0, median of {args.repeats} (total {time.perf_counter() - t0:.0f} s)")
+    print(f"{'mode':<8} {'batch':>5} {'attnlab sent/s':>15} {'CT2 sent/s':>11} {'attnlab/CT2 time':>17} "
+          f"{'outputs differ':>15}")
+    for row in rows:
+        ct2_s = row["ct2_seconds"]
+        ct2_col = f"{n / ct2_s:11.1f}" if ct2_s else f"{'-':>11}"
+        ratio = f"{row['attnlab_seconds'] / ct2_s:16.2f}x" if ct2_s else f"{'-':>17}"
+        differ = f"{row['outputs_differ']} of {n}" if row["outputs_differ"] is not None else "-"
+        print(f"{row['mode']:<8} {row['batch_size']:>5} {n / row['attnlab_seconds']:15.1f} {ct2_col} {ratio} "
+              f"{differ:>15}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"environment": environment(), "device": str(device),
+                                               "checkpoint": str(tr.path), "ctranslate2": version, "sentences": n,
+                                               "repeats": args.repeats, "rows": rows}, indent=2))
+
+
 def _proc_status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -175,10 +275,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="200 sentences, 1 repeat: a smoke run")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--vs", choices=["ctranslate2"], help="time attnlab against another engine on a --checkpoint's "
+                                                         "export (see the module docstring)")
     p.add_argument("--memory-mode", help=argparse.SUPPRESS)  # internal: one mode in a fresh process
     args = p.parse_args(argv)
     if args.quick:
         args.sentences, args.repeats = min(args.sentences, 200), 1
+    if args.vs and not args.checkpoint:
+        p.error(f"--vs {args.vs} needs --checkpoint (a trained Transformer to export)")
     return args
 
 
@@ -186,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.vs == "ctranslate2":
+        run_vs_ctranslate2(args, device)
+        return
     setup = build_setup(args, device)
     setup.model.eval()
     if args.memory_mode:

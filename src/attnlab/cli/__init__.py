@@ -16,8 +16,8 @@ from attnlab import __version__
 from attnlab.core.errors import AttnlabError, ExitCode
 
 # Subcommands, in the order shown by --help; each lives in attnlab.cli.<name, "-" spelled "_">.
-COMMANDS = ("demo", "train", "predict", "translate", "evaluate", "average", "viz", "data", "trace", "explain-head",
-            "explain")
+COMMANDS = ("demo", "train", "predict", "translate", "evaluate", "average", "export", "viz", "data", "trace",
+            "explain-head", "explain")
 
 
 def build_parser() -> argparse.ArgumentParser:

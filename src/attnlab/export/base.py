@@ -1,0 +1,64 @@
+"""What every export format shares: the result it returns and the all-or-nothing writing of its output directory."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnlab.core.errors import ConfigError
+
+__all__ = ["Export", "check_out_dir", "write_directory"]
+
+
+@dataclass(frozen=True)
+class Export:
+    """What an export wrote.
+
+    Attributes:
+        out_dir: the directory written.
+        checkpoint: the checkpoint directory read.
+        step: its training step.
+        files: the file names in ``out_dir``, sorted.
+    """
+
+    out_dir: Path
+    checkpoint: Path
+    step: int
+    files: tuple[str, ...]
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an output path that exists, unless it is an empty directory.
+
+    Raises:
+        ConfigError: ``out`` is a file or a non-empty directory.
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists; export never overwrites: remove it or choose another output "
+                          f"directory")
+
+
+def write_directory(out: Path, fill: Callable[[Path], None]) -> tuple[str, ...]:
+    """Let ``fill`` write a new directory beside ``out``, then rename it to ``out``: the directory appears complete
+    or not at all (an error removes the partial one). Returns the names of the files written, sorted.
+
+    Raises:
+        ConfigError: ``out`` exists (checked again after ``fill``, which may take a while).
+    """
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()  # with the umask's permissions (tempfile.mkdtemp's are owner-only)
+    try:
+        fill(tmp)
+        check_out_dir(out)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tuple(sorted(p.name for p in out.iterdir()))
