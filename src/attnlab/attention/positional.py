@@ -71,3 +71,12 @@ class LearnedPositionalEncoding(nn.Module):
 def _check_input(x: torch.Tensor, d_model: int, owner: str) -> None:
     if x.dim() != 3 or x.shape[-1] != d_model:
         raise ValueError(f"{owner}: expected x of shape (B, T, {d_model}), got {tuple(x.shape)}")
+
+
+def positional_encoding(kind: str, d_model: int, max_len: int, dropout: float = 0.0) -> nn.Module:
+    """The positional encoding a model config names (``model.positional``): one place for every kind."""
+    if kind == "sinusoidal":
+        return SinusoidalPositionalEncoding(d_model, max_len, dropout)
+    if kind == "learned":
+        return LearnedPositionalEncoding(d_model, max_len, dropout)
+    raise ValueError(f"positional_encoding: unknown kind {kind!r}, expected sinusoidal or learned")

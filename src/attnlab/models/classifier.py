@@ -17,14 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlab.attention import (
-    AdditiveAttention,
-    LearnedPositionalEncoding,
-    ScaledDotProductAttention,
-    SinusoidalPositionalEncoding,
-)
+from attnlab.attention import AdditiveAttention, ScaledDotProductAttention
 from attnlab.attention.functional import build_mask, zero_unreachable
 from attnlab.attention.multihead import WeightsHooks
+from attnlab.attention.positional import positional_encoding
 from attnlab.core.model_config import RNNClassifierConfig, TransformerClassifierConfig
 from attnlab.core.types import AttentionOutput
 from attnlab.models.rnn import RNNEncoder
@@ -165,10 +161,7 @@ class TransformerClassifier(nn.Module):
         nn.init.normal_(self.embedding.weight, std=d ** -0.5)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
-        if config.positional == "sinusoidal":
-            self.positional: nn.Module = SinusoidalPositionalEncoding(d, config.max_len, config.dropout)
-        else:
-            self.positional = LearnedPositionalEncoding(d, config.max_len, config.dropout)
+        self.positional = positional_encoding(config.positional, d, config.max_len, config.dropout)
         self.layers = nn.ModuleList(
             TransformerEncoderLayer(d, config.num_heads, config.ffn_dim, dropout=config.dropout,
                                     attention_dropout=config.attention_dropout, activation=config.activation,

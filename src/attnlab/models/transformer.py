@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlab.attention import KVCache, LearnedPositionalEncoding, MultiHeadAttention, SinusoidalPositionalEncoding
+from attnlab.attention import KVCache, MultiHeadAttention
+from attnlab.attention.positional import positional_encoding
 from attnlab.attention.scoring import is_observed
 from attnlab.attention.trace import active_trace
 from attnlab.core.errors import ConfigError
@@ -318,9 +319,7 @@ class Transformer(EncoderDecoder):
 
     @staticmethod
     def _positional(config: TransformerConfig) -> nn.Module:
-        if config.positional == "sinusoidal":
-            return SinusoidalPositionalEncoding(config.d_model, config.max_len, config.dropout)
-        return LearnedPositionalEncoding(config.d_model, config.max_len, config.dropout)
+        return positional_encoding(config.positional, config.d_model, config.max_len, config.dropout)
 
     # ------------------------------------------------------------------------------------------ stacks
     def _encode(self, src: torch.Tensor, src_lens: torch.Tensor,
