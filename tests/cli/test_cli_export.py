@@ -63,7 +63,7 @@ def test_help_names_the_formats_and_what_is_refused() -> None:
     res = run_cli(["export", "--help"])
     assert res.rc == 0
     text = " ".join(res.out.split())
-    for words in ("{ctranslate2}", "--checkpoint DIR", "seq2seq", "model.copy", "data.src_tokenizer=bpe"):
+    for words in ("{ctranslate2,hf}", "--checkpoint DIR", "seq2seq", "model.copy", "data.src_tokenizer=bpe"):
         assert words in text, words
     assert "export" in run_cli(["--help"]).out
 

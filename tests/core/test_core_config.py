@@ -59,3 +59,12 @@ def test_out_of_range_seed_is_one_short_line() -> None:
     with pytest.raises(ConfigError, match="16610-bit integer"):
         TrainConfig(seed=10**5000)
     TrainConfig(seed=2**63 - 1)
+
+
+def test_fairseq_positions_need_d_model_4() -> None:
+    from attnlab.core.errors import ConfigError
+    from attnlab.core.model_config import TransformerConfig
+
+    with pytest.raises(ConfigError, match="d_model >= 4"):
+        TransformerConfig(d_model=2, num_heads=1, positional="fairseq")
+    assert TransformerConfig(d_model=4, num_heads=1, positional="fairseq").positional == "fairseq"

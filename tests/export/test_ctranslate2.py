@@ -65,6 +65,15 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Translator, Expor
     return load_translator(ckpt), ExportedTranslator(root / "ct2", compute_type="float32", intra_threads=1)
 
 
+@pytest.fixture(scope="module")
+def fairseq(tmp_path_factory: pytest.TempPathFactory) -> tuple[Translator, ExportedTranslator]:
+    """fairseq's sin-then-cos positions (the Hugging Face export's): CTranslate2 gets that table."""
+    root = tmp_path_factory.mktemp("ct2f")
+    ckpt = _train(root / "run", {"positional": "fairseq", "share_embeddings": True}, steps=120)
+    export_checkpoint(ckpt, root / "ct2", "ctranslate2")
+    return load_translator(ckpt), ExportedTranslator(root / "ct2", compute_type="float32", intra_threads=1)
+
+
 def _sources(count: int, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     odd = ["é 3 mars 1999", "1/1/01", "the 31st of december 1999, the 31st of december 1999"]
@@ -90,7 +99,7 @@ def _ct2_ids(tr: Translator, pieces: list[list[str]]) -> list[int]:
 
 
 def test_the_export_directory_holds_a_ct2_model_its_sentencepiece_models_and_a_note(trained, variant) -> None:
-    assert FORMATS == ("ctranslate2",)
+    assert FORMATS == ("ctranslate2", "hf")
     for tr, ex in (trained, variant):
         files = {p.name for p in ex.model_dir.iterdir()}
         assert {"model.bin", "config.json", "source.spm", "target.spm", "attnlab_export.json", "README.md"} <= files
@@ -109,7 +118,7 @@ def test_the_export_directory_holds_a_ct2_model_its_sentencepiece_models_and_a_n
     assert "translate_batch" in (ex.model_dir / "README.md").read_text()
 
 
-@pytest.mark.parametrize("which", ["trained", "variant"])
+@pytest.mark.parametrize("which", ["trained", "variant", "fairseq"])
 def test_ct2_log_probs_are_attnlabs_normalized_without_pad_and_bos(which: str, request) -> None:
     """The weights test: CTranslate2's per-token log-probabilities of attnlab's greedy outputs (teacher-forced
     scoring) equal attnlab's, up to the documented normalization without <pad>/<bos>."""
@@ -131,7 +140,7 @@ def test_ct2_log_probs_are_attnlabs_normalized_without_pad_and_bos(which: str, r
             torch.testing.assert_close(torch.tensor(res.log_probs, dtype=torch.float64), expected, atol=2e-5, rtol=0)
 
 
-@pytest.mark.parametrize("which", ["trained", "variant"])
+@pytest.mark.parametrize("which", ["trained", "variant", "fairseq"])
 def test_ct2_greedy_ids_equal_attnlab_greedy_decode(which: str, request) -> None:
     tr, ex = request.getfixturevalue(which)
     outputs, ended = [], 0
@@ -185,8 +194,8 @@ def test_refusals_a_missing_package_and_a_foreign_directory_are_one_line_errors(
     ckpt = trained[0].path
     with pytest.raises(ConfigError, match="already exists"):
         export_checkpoint(ckpt, trained[1].model_dir, "ctranslate2")
-    with pytest.raises(ConfigError, match="format 'hf' unknown"):
-        export_checkpoint(ckpt, tmp_path / "x", "hf")
+    with pytest.raises(ConfigError, match="format 'onnx' unknown"):
+        export_checkpoint(ckpt, tmp_path / "x", "onnx")
     word = _train(tmp_path / "word", {}, steps=1, data={"src_tokenizer": "word", "tgt_tokenizer": "word"})
     with pytest.raises(ConfigError, match="data.src_tokenizer is 'word'") as err:
         export_checkpoint(word, tmp_path / "w", "ctranslate2")

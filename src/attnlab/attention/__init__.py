@@ -4,7 +4,11 @@ from attnlab.attention.cache import KVCache
 from attnlab.attention.functional import explicit_attention, fused_attention, masked_softmax
 from attnlab.attention.masks import causal_mask, from_torch_masks, lengths_to_mask
 from attnlab.attention.multihead import MultiHeadAttention
-from attnlab.attention.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+from attnlab.attention.positional import (
+    FairseqSinusoidalPositionalEncoding,
+    LearnedPositionalEncoding,
+    SinusoidalPositionalEncoding,
+)
 from attnlab.attention.scoring import (
     AdditiveAttention,
     DotProductAttention,
@@ -17,6 +21,7 @@ from attnlab.attention.trace import Trace, TraceStep, active_trace, trace
 __all__ = [
     "AdditiveAttention",
     "DotProductAttention",
+    "FairseqSinusoidalPositionalEncoding",
     "GeneralAttention",
     "KVCache",
     "LearnedPositionalEncoding",

@@ -17,7 +17,10 @@ from attnlab.core.errors import ConfigError
 
 RNNKind = Literal["rnn", "lstm", "gru"]
 ScoringKind = Literal["additive", "dot", "scaled_dot", "general"]
-PositionalKind = Literal["sinusoidal", "learned"]
+PositionalKind = Literal["sinusoidal", "fairseq", "learned"]
+_FAIRSEQ_HELP = ("fairseq (fairseq's fixed sinusoids: a sine block then a cosine block, frequencies "
+                 "10000^(-i/(D/2-1)), rows from <pad>+1, as Hugging Face's M2M100 rebuilds them; needed by "
+                 "attnlab export --format hf; d_model >= 4)")
 ActivationKind = Literal["relu", "gelu"]
 PoolingKind = Literal["additive", "scaled_dot"]
 _POOLING_HELP = ("attention pooling scoring: additive (Bahdanau/Yang et al.; can saturate into uniform weights) or "
@@ -120,7 +123,8 @@ class TransformerConfig:
     attention_dropout: float = option(0.0, help="dropout on attention probabilities")
     activation: ActivationKind = option("relu", help="feed-forward activation: relu (the paper) or gelu")
     norm_first: bool = option(True, help="pre-LN (LayerNorm before each sublayer) if true, else post-LN (paper)")
-    positional: PositionalKind = option("sinusoidal", help="positional encoding: sinusoidal (fixed) or learned")
+    positional: PositionalKind = option("sinusoidal", help="positional encoding: sinusoidal (fixed, Vaswani et al.'s "
+                                                           "interleaved sin/cos), learned, or " + _FAIRSEQ_HELP)
     share_embeddings: bool = option(False, help="one embedding table for source and target (needs equal vocabs)")
     tie_output: bool = option(True, help="tie the output projection to the target embedding (Press & Wolf, 2017)")
     max_len: int = option(512, help="longest source or target sequence (size of the positional table)")
@@ -135,9 +139,16 @@ class TransformerConfig:
                         encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers, max_len=self.max_len)
         _check_heads(owner, self.d_model, self.num_heads)
         _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout)
+        _check_fairseq(owner, self.positional, self.d_model)
         if self.copy and not self.share_embeddings:
             raise ConfigError(f"{owner}.copy: copying a source token means emitting the same id on the target "
                               f"side, so it needs share_embeddings=true (one vocabulary for both sides)")
+
+
+def _check_fairseq(owner: str, positional: str, d_model: int) -> None:
+    """fairseq's table divides by D/2 - 1: it needs d_model >= 4."""
+    if positional == "fairseq" and d_model < 4:
+        raise ConfigError(f"{owner}.positional: fairseq's sinusoids need d_model >= 4, got d_model={d_model}")
 
 
 @dataclass(frozen=True)
@@ -186,7 +197,8 @@ class TransformerClassifierConfig:
     attention_dropout: float = option(0.0, help="dropout on attention probabilities")
     activation: ActivationKind = option("gelu", help="feed-forward activation: relu or gelu")
     norm_first: bool = option(True, help="pre-LN if true, else post-LN")
-    positional: PositionalKind = option("learned", help="positional encoding: sinusoidal or learned")
+    positional: PositionalKind = option("learned",
+                                        help="positional encoding: sinusoidal, learned or " + _FAIRSEQ_HELP)
     max_len: int = option(512, help="longest input sequence")
     pooling: PoolingKind = option("additive", help=_POOLING_HELP)
     pooling_queries: int = option(1, help=_QUERIES_HELP)
@@ -201,6 +213,7 @@ class TransformerClassifierConfig:
         _check_heads(owner, self.d_model, self.num_heads)
         _check_dropout(owner, dropout=self.dropout, attention_dropout=self.attention_dropout,
                        word_dropout=self.word_dropout)
+        _check_fairseq(owner, self.positional, self.d_model)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,12 @@ import torch
 from torch import nn
 
 from attnlab import __version__
-from attnlab.attention.positional import LearnedPositionalEncoding, sinusoid_table
+from attnlab.attention.positional import (
+    FairseqSinusoidalPositionalEncoding,
+    LearnedPositionalEncoding,
+    fairseq_sinusoid_table,
+    sinusoid_table,
+)
 from attnlab.core.errors import CheckpointError, ConfigError, one_line, short_repr
 from attnlab.core.model_config import TransformerConfig
 from attnlab.data.subword import SentencePieceTokenizer
@@ -154,6 +159,10 @@ def _set_inputs(spec: Any, embedding: nn.Embedding, positional: nn.Module) -> No
     spec.scale_embeddings = True
     if isinstance(positional, LearnedPositionalEncoding):
         spec.position_encodings.encodings = _array(positional.embedding.weight)  # (max_len, D)
+    elif isinstance(positional, FairseqSinusoidalPositionalEncoding):
+        rows = max(positional.table.shape[0], SINUSOID_POSITIONS)
+        spec.position_encodings.encodings = _array(fairseq_sinusoid_table(rows, positional.d_model,
+                                                                          positional.padding_idx))
     else:
         rows = max(positional.table.shape[0], SINUSOID_POSITIONS)
         spec.position_encodings.encodings = _array(sinusoid_table(rows, positional.d_model, positional.base))
