@@ -3,8 +3,8 @@
 Attention weights are not an explanation by themselves (Jain & Wallace, 2019; Wiegreffe & Pinter, 2019). This
 package puts attention-based importance (raw attention, rollout, attention flow, gradient-weighted rollout) and
 gradient/perturbation attribution (saliency, input x gradient, integrated gradients, leave-one-out; with Captum)
-side by side, on attnlab's classifiers, the ViT and the Transformer encoder-decoder, and measures how far to trust
-each: rank agreement, perturbation curves, uniform and permuted attention.
+side by side, on attnlab's classifiers, the ViT and the Transformer encoder-decoder (and on foreign models, see
+below), and measures how far to trust each: rank agreement, perturbation curves, uniform and permuted attention.
 
     from attnlab.pipeline import load_predictor
     from attnlab.explain import adapter_for, explain_batch
@@ -12,6 +12,23 @@ each: rank agreement, perturbation curves, uniform and permuted attention.
     adapter = adapter_for(load_predictor("runs/keywords"))
     examples = [adapter.example(t) for t in ["good film", "a dull plot"]]
     explanations, report = explain_batch(adapter, examples)
+    print(report.table())
+
+Models attnlab did not build are explained through ``attnlab.capture`` (:mod:`attnlab.explain.captured`):
+:class:`CapturedClassifierAdapter` for any PyTorch or Hugging Face encoder text classifier (``nn.TransformerEncoder``
+with pooling, ``BertForSequenceClassification``...), :class:`CapturedViTAdapter` for a Hugging Face ViT and
+:class:`CapturedTranslationAdapter` for a Hugging Face encoder-decoder (``MarianMTModel``...)::
+
+    import torch
+    import transformers
+    from attnlab.explain import CapturedClassifierAdapter, explain_batch
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32)
+    adapter = CapturedClassifierAdapter(transformers.BertForSequenceClassification(config), remove_id=4,
+                                        readout="cls")  # remove_id: [MASK]; IG from [PAD] = config.pad_token_id
+    examples = [adapter.example_from_ids(torch.tensor([ids])) for ids in ([1, 7, 9, 2], [1, 5, 6, 8, 2])]
+    explanations, report = explain_batch(adapter, examples, max_k=3)
     print(report.table())
 
 Attention-only methods (:func:`attention_flow`, :func:`attention_methods`) also take maps captured from any model
@@ -30,6 +47,7 @@ from attnlab.explain.adapters import (
     adapter_for,
 )
 from attnlab.explain.attribution import ATTRIBUTION_METHODS, attribute
+from attnlab.explain.captured import CapturedClassifierAdapter, CapturedTranslationAdapter, CapturedViTAdapter
 from attnlab.explain.faithfulness import (
     attention_checks,
     perturbation_curves,
@@ -54,6 +72,9 @@ __all__ = [
     "METHODS",
     "Adapter",
     "AttentionImportance",
+    "CapturedClassifierAdapter",
+    "CapturedTranslationAdapter",
+    "CapturedViTAdapter",
     "Example",
     "Explanation",
     "FaithfulnessReport",

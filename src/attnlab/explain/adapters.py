@@ -16,7 +16,8 @@ Families: :class:`TextClassifierAdapter` (``RNNAttentionClassifier``: its poolin
 patches, read out at the class token), :class:`TranslationAdapter` (the ``Transformer`` encoder-decoder: one
 row per generated token, teacher-forced on the model's own greedy output) and :class:`RecurrentTranslationAdapter`
 (the GRU/LSTM ``Seq2Seq`` with Bahdanau attention, the same rows). :func:`adapter_for` picks one for a
-predictor loaded by ``attnlab.pipeline.load_predictor``.
+predictor loaded by ``attnlab.pipeline.load_predictor``. Models attnlab did not build (``nn.TransformerEncoder``,
+Hugging Face): :mod:`attnlab.explain.captured`.
 
 Dimension legend: ``B`` batch, ``T`` positions explained, ``L`` layers, ``H`` heads, ``Q`` pooling queries,
 ``Tt``/``Ts`` target/source positions, ``C`` classes, ``S`` image side, ``N`` patches.
@@ -131,6 +132,8 @@ class Adapter:
 
     kind: str = ""
     occlusion_baseline: int | float = 0
+    checks_note: str | None = None
+    """Why the uniform/permuted attention checks cannot run on this model, or ``None`` where they can."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval()
@@ -481,6 +484,27 @@ class TranslationAdapter(Adapter):
 
     def attention_importance(self, example: Example, methods: Sequence[str] = ATTENTION_METHODS, *,
                              residual: float = 0.5) -> AttentionImportance:
+        rec = self._record_attention(example, "grad_rollout" in methods)
+        enc_stack = torch.stack(rec.encoder)  # (Le, H, Ts, Ts)
+        cross = torch.stack(rec.cross)  # (Ld, H, Tt, Ts)
+        reads = cross[-1].double().mean(0)  # (Tt, Ts): last layer, head-averaged
+        rows: dict[str, list[torch.Tensor]] = {}
+        for t in range(reads.shape[0]):
+            for k, v in attention_methods(enc_stack, reads[t], residual=residual, methods=methods).items():
+                rows.setdefault(k, []).append(v)
+        scores = {k: torch.stack(v) for k, v in rows.items()}  # (Tt, Ts) each
+        if rec.grads:
+            out = []
+            for t, (g_enc, g_dec, g_cross) in enumerate(rec.grads):
+                rel = encoder_decoder_relevance(list(zip(rec.encoder, g_enc, strict=True)),
+                                                list(zip(rec.decoder, g_dec, strict=True)),
+                                                list(zip(rec.cross, g_cross, strict=True)))
+                out.append(rel[t])
+            scores["grad_rollout"] = torch.stack(out)  # (Tt, Ts)
+        return AttentionImportance(_ordered(scores, methods), cross.double())
+
+    def _record_attention(self, example: Example, grads: bool) -> EncoderDecoderAttention:
+        """Every attention map of one teacher-forced pass and, with ``grads``, their gradients for each token."""
         m = self.model
         enc = _self_attention_modules(m.encoder_layers, "encoder_layers")
         dec = [(n, mod) for i, layer in enumerate(m.decoder_layers)
@@ -493,31 +517,40 @@ class TranslationAdapter(Adapter):
                 picked = logp.gather(-1, example.target.to(logp.device)[:, None])[:, 0]  # (Tt,)
                 tensors = [w for _, w in rec.weights]
                 names = [n for n, _ in rec.weights]
-                per_step = []
-                if "grad_rollout" in methods:
-                    for t in range(len(picked)):
-                        per_step.append(_grads(picked[t], tensors, retain=t + 1 < len(picked)))
+                per_step = ([_grads(picked[t], tensors, retain=t + 1 < len(picked)) for t in range(len(picked))]
+                            if grads else [])
         finally:
             handle.remove()
-        weights = {n: w[0] for n, w in zip(names, _on_cpu(tensors), strict=True)}  # (H, Tq, Tk) each
-        enc_stack = torch.stack([weights[n] for n, _ in enc])  # (Le, H, Ts, Ts)
-        cross = torch.stack([weights[n] for n, _ in dec if n.endswith("cross_attn")])  # (Ld, H, Tt, Ts)
-        reads = cross[-1].double().mean(0)  # (Tt, Ts): last layer, head-averaged
-        rows: dict[str, list[torch.Tensor]] = {}
-        for t in range(reads.shape[0]):
-            for k, v in attention_methods(enc_stack, reads[t], residual=residual, methods=methods).items():
-                rows.setdefault(k, []).append(v)
-        scores = {k: torch.stack(v) for k, v in rows.items()}  # (Tt, Ts) each
-        if per_step:
-            out = []
-            for t, grads in enumerate(per_step):
-                g = {n: gr[0] for n, gr in zip(names, _on_cpu(grads), strict=True)}
-                rel = encoder_decoder_relevance([(weights[n], g[n]) for n, _ in enc],
-                                                [(weights[n], g[n]) for n, _ in dec if n.endswith("self_attn")],
-                                                [(weights[n], g[n]) for n, _ in dec if n.endswith("cross_attn")])
-                out.append(rel[t])
-            scores["grad_rollout"] = torch.stack(out)  # (Tt, Ts)
-        return AttentionImportance(_ordered(scores, methods), cross.double())
+        return EncoderDecoderAttention.split(names, _on_cpu(tensors), [_on_cpu(g) for g in per_step],
+                                             [n for n, _ in enc], [n for n, _ in dec if n.endswith("self_attn")],
+                                             [n for n, _ in dec if n.endswith("cross_attn")])
+
+
+@dataclass
+class EncoderDecoderAttention:
+    """The attention of one teacher-forced encoder-decoder pass, each map ``(H, Tq, Tk)`` on the CPU.
+
+    Attributes:
+        encoder, decoder, cross: per layer, first first: ``(H, Ts, Ts)``, ``(H, Tt, Tt)``, ``(H, Tt, Ts)``.
+        grads: per generated token ``t``, the gradients of ``log p(y_t)`` in the same layout
+            ``(encoder, decoder, cross)``; empty when not asked for.
+    """
+
+    encoder: list[torch.Tensor]
+    decoder: list[torch.Tensor]
+    cross: list[torch.Tensor]
+    grads: list[tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]]
+
+    @classmethod
+    def split(cls, names: Sequence[str], weights: Sequence[torch.Tensor], grads: Sequence[Sequence[torch.Tensor]],
+              encoder: Sequence[str], decoder: Sequence[str], cross: Sequence[str]) -> EncoderDecoderAttention:
+        """Sort ``(1, H, Tq, Tk)`` maps recorded under ``names`` (and per-token gradients) into the three kinds."""
+        def pick(tensors: Sequence[torch.Tensor], wanted: Sequence[str]) -> list[torch.Tensor]:
+            by_name = dict(zip(names, tensors, strict=True))
+            return [by_name[n][0] for n in wanted]
+
+        return cls(pick(weights, encoder), pick(weights, decoder), pick(weights, cross),
+                   [(pick(g, encoder), pick(g, decoder), pick(g, cross)) for g in grads])
 
 
 class RecurrentTranslationAdapter(TranslationAdapter):

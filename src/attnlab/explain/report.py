@@ -88,6 +88,8 @@ class FaithfulnessReport:
         curves: method (and ``"random"``) -> ``{"comprehensiveness": [K], "sufficiency": [K],
             "comprehensiveness_aopc", "sufficiency_aopc"}``.
         checks: ``"pooling uniform"``, ``"layers.L.self_attn permuted"``... -> ``{"mean_abs_dp", "flips", "trials"}``.
+        unavailable: what was asked for but cannot be measured on this model -> why (e.g. the attention checks
+            of a captured model).
     """
 
     n: int
@@ -97,9 +99,10 @@ class FaithfulnessReport:
     ks: list[int]
     curves: dict[str, dict[str, Any]]
     checks: dict[str, dict[str, float]] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (NaN becomes ``None``)."""
+        """JSON-ready (NaN becomes ``None``; ``unavailable`` only when not empty)."""
         def clean(x: Any) -> Any:
             if isinstance(x, float):
                 return None if math.isnan(x) else round(x, 6)
@@ -109,9 +112,11 @@ class FaithfulnessReport:
                 return [clean(v) for v in x]
             return x
 
-        return clean({"n": self.n, "methods": self.methods, "agreement": self.agreement,
-                      "head_agreement": self.head_agreement, "ks": self.ks, "curves": self.curves,
-                      "checks": self.checks})
+        out = {"n": self.n, "methods": self.methods, "agreement": self.agreement,
+               "head_agreement": self.head_agreement, "ks": self.ks, "curves": self.curves, "checks": self.checks}
+        if self.unavailable:  # only where something could not be measured: the other reports keep their keys
+            out["unavailable"] = self.unavailable
+        return clean(out)
 
     def tau(self, a: str, b: str) -> float:
         return self.agreement.get(f"{a}|{b}", self.agreement.get(f"{b}|{a}", {})).get("kendall", math.nan)
@@ -145,6 +150,9 @@ class FaithfulnessReport:
             lines.append(_grid([["attention replaced", "mean |dp|", "label flips"],
                                 *[[name, _fmt(c["mean_abs_dp"]), f"{int(c['flips'])}/{int(c['trials'])}"]
                                   for name, c in self.checks.items()]]))
+        if self.unavailable:
+            lines.append("")
+            lines += [f"{what}: {why}" for what, why in self.unavailable.items()]
         return "\n".join(lines)
 
 
@@ -173,7 +181,8 @@ def explain_batch(adapter: Adapter, examples: Sequence[Example], methods: Sequen
         max_k: the longest prefix of a ranking removed (or kept) by the perturbation curves.
         seed: seeds the random ranking and the permutations.
         permutations: permuted-attention trials per example and attention module.
-        checks: run the uniform/permuted attention checks (classifiers and ViT).
+        checks: run the uniform/permuted attention checks (classifiers and ViT; where the adapter cannot, its
+            ``checks_note`` goes into the report's ``unavailable``).
         progress: called with 1 after each example (a progress bar's ``update``).
     """
     if not examples:
@@ -194,7 +203,10 @@ def explain_batch(adapter: Adapter, examples: Sequence[Example], methods: Sequen
             check_trials.append(attention_checks(adapter, example, permutations=permutations, generator=generator))
         if progress is not None:
             progress(1)
-    return explanations, summarize(explanations, curves, check_trials, max_k=max_k)
+    report = summarize(explanations, curves, check_trials, max_k=max_k)
+    if checks and adapter.checks_note:
+        report.unavailable["uniform/permuted attention"] = adapter.checks_note
+    return explanations, report
 
 
 def summarize(explanations: Sequence[Explanation], curves: Sequence[dict[str, dict[str, list[float]]]],

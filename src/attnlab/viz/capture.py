@@ -13,6 +13,10 @@ What is captured:
 * Hugging Face ``transformers`` models (v5 ``_can_record_outputs`` layers): their attention implementation is
   switched to ``"eager"`` (the only one that materializes weights) and restored on exit.
 
+Weights are recorded as detached float32 copies on the CPU. ``capture(model, keep_graph=True)`` records them as
+the module computed them instead, still attached to the autograd graph, and :func:`attention_grads` takes the
+gradient of an output with respect to them (gradient-weighted rollout, :mod:`attnlab.explain`).
+
 Dimension legend: ``B`` batch, ``H`` heads, ``Tq``/``Tk`` query/key length, ``L`` layers.
 """
 
@@ -50,7 +54,8 @@ class AttentionRecord:
         name: qualified module name inside the model, e.g. ``"decoder.layers.0.multihead_attn"``.
         kind: ``"encoder"`` (encoder self-attention), ``"decoder"`` (decoder self-attention), ``"cross"``
             (decoder queries over encoder keys) or ``"self"`` (self-attention with no encoder/decoder split).
-        weights: ``(B, H, Tq, Tk)`` float32 on CPU, detached; ``H = 1`` for single-head scoring modules.
+        weights: ``(B, H, Tq, Tk)`` float32 on CPU, detached; ``H = 1`` for single-head scoring modules. Under
+            ``capture(..., keep_graph=True)``: on the model's device, in its dtype, attached to the autograd graph.
         calls: how many forward calls of the module went into ``weights``.
         query_tokens: the ``Tq`` query tokens (of batch row 0) when known, else ``None``.
         key_tokens: the ``Tk`` key tokens when known, else ``None``.
@@ -277,6 +282,9 @@ class capture:  # noqa: N801 -- used like a function: ``with capture(model) as m
         model: any ``nn.Module`` containing attention (see the module docstring for what is found).
         src_tokens: tokens labelling encoder (or single-stack) positions, for batch row 0.
         tgt_tokens: tokens labelling decoder positions.
+        keep_graph: record the weights as computed, not detached nor copied, so that gradients with respect to
+            them can be taken (:func:`attention_grads`; run the model with gradients enabled). The records then
+            hold the graph alive as long as they are kept.
 
     Yields:
         a :class:`CaptureResult`, filled as the model runs. Hooks are removed and every setting restored on
@@ -287,10 +295,11 @@ class capture:  # noqa: N801 -- used like a function: ``with capture(model) as m
     """
 
     def __init__(self, model: nn.Module, *, src_tokens: Sequence[str] | None = None,
-                 tgt_tokens: Sequence[str] | None = None) -> None:
+                 tgt_tokens: Sequence[str] | None = None, keep_graph: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"capture: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
+        self.keep_graph = bool(keep_graph)
         self.targets = find_attention_modules(model)
         if not self.targets and any(type(m).__module__.startswith("transformers.") for m in model.modules()):
             raise ConfigError(f"capture: no attention layers declared by {type(model).__name__}; capturing Hugging "
@@ -341,7 +350,7 @@ class capture:  # noqa: N801 -- used like a function: ``with capture(model) as m
                 self._warned.add(t.name)
                 log.warning("capture: %s returned no attention weights; it was not recorded", t.name)
             return
-        w = weights.detach().to("cpu", torch.float32)
+        w = weights if self.keep_graph else weights.detach().to("cpu", torch.float32)
         if w.dim() == 3:  # (B, Tq, Tk) from a scoring module, or unbatched (H, Tq, Tk) from nn.MHA
             w = w.unsqueeze(1 if t.family == "scoring" else 0)  # (B, H, Tq, Tk)
         kind: Kind = "cross" if cross else _stack_of(t.name)
@@ -451,6 +460,35 @@ class capture:  # noqa: N801 -- used like a function: ``with capture(model) as m
                 continue
             config._attn_implementation = "eager"
             self._undo.append(lambda c=config, v=old: setattr(c, "_attn_implementation", v))
+
+
+def attention_grads(output: torch.Tensor, weights: Sequence[torch.Tensor], *,
+                    retain_graph: bool = False) -> list[torch.Tensor]:
+    """Gradients of a scalar ``output`` with respect to weights recorded by ``capture(..., keep_graph=True)``.
+
+    ``nn.MultiheadAttention`` hands out its weights as a reshaped view of the tensor it multiplied the values with,
+    made after that product, so autograd has no path from the view to the output: the gradient is taken with
+    respect to the tensor the view shows (``Tensor._base``, when the view covers all of it in the same order) and
+    reshaped. Weights the output does not depend on get zeros.
+
+    Returns:
+        one gradient per weights tensor, of its shape.
+    """
+    if any(not w.requires_grad for w in weights):
+        raise DataError("attention_grads: the weights are not attached to the autograd graph; record them with "
+                        "capture(model, keep_graph=True) while gradients are enabled")
+    used = [_computed(w) for w in weights]
+    grads = torch.autograd.grad(output, used, retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(w) if g is None else g.reshape(w.shape) for w, g in zip(weights, grads, strict=True)]
+
+
+def _computed(w: torch.Tensor) -> torch.Tensor:
+    """The tensor a whole-tensor view ``w`` shows (same elements, same order), else ``w`` itself."""
+    base = w._base
+    if (base is None or base.numel() != w.numel() or not (base.is_contiguous() and w.is_contiguous())
+            or base.storage_offset() != w.storage_offset()):
+        return w
+    return base
 
 
 def _nested_padding(enc: nn.TransformerEncoder, src: torch.Tensor, mask: torch.Tensor | None,
