@@ -30,7 +30,8 @@ temporary directory (:func:`attnlab.export.export_ctranslate2`) and times attnla
 batches of the same source ids with the same ``max_len``: greedy (beam 1, batches of ``--batch-size``), beam 5 in
 batches of 64 and beam 4 in batches of 32. Beam search runs with length penalty 0 on both sides, the setting under
 which both engines rank and stop alike (CTranslate2 divides by ``length ** alpha``, attnlab by GNMT's penalty).
-The two engines alternate, after one warm-up pass that also counts the sentences whose best output differs
+Each engine runs in its own process (in one process their OpenMP thread pools slow each other down), the two
+alternating, each pass after a warm-up pass; the first round also counts the sentences whose best output differs
 (greedy: expected 0). The ratio is attnlab's time over CTranslate2's (above 1: CTranslate2 is faster). Without
 ``ctranslate2`` installed it says so in one line and times attnlab alone.
 """
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -168,55 +170,101 @@ def ct2_ids(engine: Any, batches: list[DecodeBatch], pieces: list[list[list[str]
             for hyp in engine.translate_pieces(p, beam_size=beam, max_len=b.max_len)]
 
 
-def run_vs_ctranslate2(args: argparse.Namespace, device: torch.device) -> None:
-    """``--vs ctranslate2``: attnlab and CTranslate2 on the same batches (see the module docstring)."""
-    import tempfile
-
+def _vs_setup(args: argparse.Namespace, device: torch.device) -> tuple[Any, list[tuple[str, int, list, list]]]:
+    """The translator and, per ``--vs`` mode, ``(name, beam, batches, CTranslate2 pieces)``."""
     from attnlab.pipeline.load import load_translator
+
+    tr = load_translator(args.checkpoint)
+    tr.model.to(device).eval()
+    src_file = args.src_file or multi30k_path("test_2016_flickr", args.src_lang)
+    sentences = read_lines(src_file)[: args.sentences]
+    cfg_max = tr.config.decode.max_len
+    vocab = tr.text.src_vocab
+    modes = []
+    for name, beam, size in VS_MODES:
+        batches = make_batches(sentences, tr.text.src_tokenizer, vocab, size or args.batch_size,
+                               lambda _, lens: cfg_max or default_max_len(max(lens)), device)
+        modes.append((name, beam, batches, [as_pieces(b, vocab) for b in batches]))
+    return tr, modes
+
+
+def run_vs_engine(args: argparse.Namespace, device: torch.device) -> None:
+    """Internal (``--vs-engine``): one engine in this process, a warm-up and one timed pass per mode; prints JSON."""
+    tr, modes = _vs_setup(args, device)
+    engine = None
+    if args.vs_engine == "ct2":
+        from attnlab.export import ExportedTranslator
+
+        engine = ExportedTranslator(Path(args.vs_export), device=device.type, compute_type="float32",
+                                    intra_threads=args.threads, inter_threads=1)
+    out = {}
+    for name, beam, batches, pieces in modes:
+        if engine is None:
+            fn = functools.partial(attnlab_ids, tr.model, batches, beam)
+        else:
+            fn = functools.partial(ct2_ids, engine, batches, pieces, beam, tr.text.tgt_vocab)
+        ids = fn()  # warm-up
+        start = time.perf_counter()
+        fn()
+        out[name] = {"seconds": time.perf_counter() - start, "ids": ids if args.vs_ids else None}
+    print(json.dumps(out))
+
+
+def run_vs_ctranslate2(args: argparse.Namespace, device: torch.device) -> None:
+    """``--vs ctranslate2``: attnlab and CTranslate2 on the same batches (see the module docstring).
+
+    Each engine runs in its own process, the two alternating (A B, B A, ...): in one process their OpenMP thread
+    pools spin against each other (measured: both engines at under half their speed with 2 threads)."""
+    import tempfile
 
     try:
         import ctranslate2
     except ImportError:
         ctranslate2 = None
         print("ctranslate2 is not installed (pip install 'attnlab[export]'): timing attnlab alone")
-    tr = load_translator(args.checkpoint)
-    model = tr.model.to(device).eval()
-    src_file = args.src_file or multi30k_path("test_2016_flickr", args.src_lang)
-    sentences = read_lines(src_file)[: args.sentences]
-    cfg_max = tr.config.decode.max_len
-    vocab, tgt_vocab = tr.text.src_vocab, tr.text.tgt_vocab
+    tr, modes = _vs_setup(args, device)
     t0 = time.perf_counter()
-    rows = []
+    engines = ["attnlab"] + (["ct2"] if ctranslate2 is not None else [])
+    times: dict[str, dict[str, list[float]]] = {e: {m[0]: [] for m in modes} for e in engines}
+    ids: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        engine = None
         if ctranslate2 is not None:
-            from attnlab.export import ExportedTranslator, export_checkpoint
+            from attnlab.export import export_checkpoint
 
             try:
                 export_checkpoint(args.checkpoint, Path(tmp) / "ct2", "ctranslate2")
             except AttnlabError as exc:
                 sys.exit(f"decode.py --vs ctranslate2: {exc}")
-            engine = ExportedTranslator(Path(tmp) / "ct2", device=device.type, compute_type="float32",
-                                        intra_threads=args.threads, inter_threads=1)
-        for name, beam, size in VS_MODES:
-            size = size or args.batch_size
-            batches = make_batches(sentences, tr.text.src_tokenizer, vocab, size,
-                                   lambda _, lens: cfg_max or default_max_len(max(lens)), device)
-            pieces = [as_pieces(b, vocab) for b in batches]
-            fns = {"attnlab": functools.partial(attnlab_ids, model, batches, beam)}
-            if engine is not None:
-                fns["ct2"] = functools.partial(ct2_ids, engine, batches, pieces, beam, tgt_vocab)
-            outputs = {key: fn() for key, fn in fns.items()}  # also the warm-up pass
-            times = median_times(fns, warmup=0, repeats=args.repeats)
-            differ = (sum(a != c for a, c in zip(outputs["attnlab"], outputs["ct2"], strict=True))
-                      if engine is not None else None)
-            rows.append({"mode": name, "beam_size": beam, "batch_size": size, "attnlab_seconds": times["attnlab"],
-                         "ct2_seconds": times.get("ct2"), "outputs_differ": differ})
-    n = len(sentences)
+        for round_ in range(args.repeats):
+            for engine in engines if round_ % 2 == 0 else engines[::-1]:
+                cmd = [sys.executable, __file__, "--checkpoint", args.checkpoint, "--sentences", str(args.sentences),
+                       "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device,
+                       "--vs-engine", engine, "--vs-export", str(Path(tmp) / "ct2")]
+                if args.src_file:
+                    cmd += ["--src-file", args.src_file]
+                if round_ == 0:
+                    cmd.append("--vs-ids")
+                res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if res.returncode != 0:
+                    sys.exit(f"decode.py --vs ctranslate2: the {engine} process failed: {res.stderr.strip()[-500:]}")
+                result = json.loads(res.stdout.strip().splitlines()[-1])
+                for name, row in result.items():
+                    times[engine][name].append(row["seconds"])
+                if round_ == 0:
+                    ids[engine] = {name: row["ids"] for name, row in result.items()}
+    rows = []
+    for name, beam, batches, _ in modes:
+        med = {e: statistics.median(times[e][name]) for e in engines}
+        differ = (sum(a != c for a, c in zip(ids["attnlab"][name], ids["ct2"][name], strict=True))
+                  if "ct2" in ids else None)
+        rows.append({"mode": name, "beam_size": beam, "batch_size": batches[0].src.shape[0],
+                     "attnlab_seconds": med["attnlab"], "ct2_seconds": med.get("ct2"), "outputs_differ": differ})
+    n = sum(b.src.shape[0] for b in modes[0][2])
     version = ctranslate2.__version__ if ctranslate2 is not None else "not installed"
     print(f"# attnlab vs CTranslate2 {version}: {n} sentences, checkpoint {tr.path} (step {tr.step})")
     print(f"# {environment()}, device {device}, fp32 (CT2 compute_type float32, intra_threads {args.threads}, "
-          f"inter_threads 1), beam length penalty 0, median of {args.repeats} (total {time.perf_counter() - t0:.0f} s)")
+          f"inter_threads 1), beam length penalty 0, each engine in its own process, median of {args.repeats} "
+          f"(total {time.perf_counter() - t0:.0f} s)")
     print(f"{'mode':<8} {'batch':>5} {'attnlab sent/s':>15} {'CT2 sent/s':>11} {'attnlab/CT2 time':>17} "
           f"{'outputs differ':>15}")
     for row in rows:
@@ -278,6 +326,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vs", choices=["ctranslate2"], help="time attnlab against another engine on a --checkpoint's "
                                                          "export (see the module docstring)")
     p.add_argument("--memory-mode", help=argparse.SUPPRESS)  # internal: one mode in a fresh process
+    p.add_argument("--vs-engine", choices=["attnlab", "ct2"], help=argparse.SUPPRESS)  # internal: one engine
+    p.add_argument("--vs-export", help=argparse.SUPPRESS)  # internal: the exported CTranslate2 directory
+    p.add_argument("--vs-ids", action="store_true", help=argparse.SUPPRESS)  # internal: also return the ids
     args = p.parse_args(argv)
     if args.quick:
         args.sentences, args.repeats = min(args.sentences, 200), 1
@@ -290,6 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.vs_engine:
+        run_vs_engine(args, device)
+        return
     if args.vs == "ctranslate2":
         run_vs_ctranslate2(args, device)
         return
