@@ -88,3 +88,25 @@ def assert_resumed_equals_straight(resumed: Path, straight: Path, steps: int) ->
     losses = [[(r["step"], r["loss"]) for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "train"]
               for run in (resumed, straight)]
     assert losses[0] == losses[1] and len(losses[0]) == steps
+
+
+BPE = ["--set", "data.src_tokenizer=bpe", "--set", "data.tgt_tokenizer=bpe", "--set", "data.vocab_size=80"]
+
+
+def train_bpe_dates(out: Path, *extra: str, model: str = "transformer") -> Path:
+    """Two steps of a tiny ``model`` on the dates task with BPE tokenizers (for export tests); returns ``out``."""
+    tiny = TINY_TRANSFORMER if model == "transformer" else TINY_SEQ2SEQ
+    res = run_cli(["train", "--task", "dates", "--model", model, "--max-steps", "2", *tiny, *BPE, *SMALL_DATA,
+                   *extra, "--out", str(out)])
+    assert res.rc == 0, res.err
+    return out
+
+
+def export_error(argv: list[str], rc: int) -> str:
+    """Run ``attnlab ARGV``; assert exit ``rc``, one bounded ``attnlab export: error:`` line and no stdout."""
+    res = run_cli(argv)
+    lines = res.error_lines()
+    assert res.rc == rc, res.err[-2000:]
+    assert len(lines) == 1 and "Traceback" not in res.err and not res.out, res.err[-2000:]
+    assert lines[0].startswith("attnlab export: error: ") and len(lines[0]) < 600, lines[0]
+    return lines[0]

@@ -9,21 +9,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_helpers import SMALL_DATA, TINY_TRANSFORMER, run_cli
+from cli_helpers import export_error, run_cli, train_bpe_dates
 
 from attnlab.core.errors import ExitCode
 
 pytest.importorskip("ctranslate2")
 pytest.importorskip("sentencepiece")
 
-BPE = ["--set", "data.src_tokenizer=bpe", "--set", "data.tgt_tokenizer=bpe", "--set", "data.vocab_size=80"]
 
 
-def _train(out: Path, *extra: str) -> Path:
-    res = run_cli(["train", "--task", "dates", "--model", "transformer", "--max-steps", "2", *TINY_TRANSFORMER, *BPE,
-                   *SMALL_DATA, *extra, "--out", str(out)])
-    assert res.rc == 0, res.err
-    return out
+_train = train_bpe_dates
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +27,7 @@ def bpe_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(tmp_path_factory.mktemp("export") / "run", "--set", "model.share_embeddings=true")
 
 
-def _one_error(argv: list[str], rc: int) -> str:
-    res = run_cli(argv)
-    lines = res.error_lines()
-    assert res.rc == rc, res.err[-2000:]
-    assert len(lines) == 1 and "Traceback" not in res.err and not res.out, res.err[-2000:]
-    assert lines[0].startswith("attnlab export: error: ") and len(lines[0]) < 600, lines[0]
-    return lines[0]
+_one_error = export_error
 
 
 def test_export_writes_a_model_that_translates(bpe_run: Path, tmp_path: Path) -> None:

@@ -8,32 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import SMALL_DATA, TINY_SEQ2SEQ, TINY_TRANSFORMER, run_cli
+from cli_helpers import export_error, run_cli, train_bpe_dates
 
 from attnlab.core.errors import ExitCode
 
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
-BPE = ["--set", "data.src_tokenizer=bpe", "--set", "data.tgt_tokenizer=bpe", "--set", "data.vocab_size=80"]
 FAIRSEQ = ["--set", "model.positional=fairseq", "--set", "model.share_embeddings=true"]
 
 
-def _train(out: Path, *extra: str, model: str = "transformer") -> Path:
-    tiny = TINY_TRANSFORMER if model == "transformer" else TINY_SEQ2SEQ
-    res = run_cli(["train", "--task", "dates", "--model", model, "--max-steps", "2", *tiny, *BPE, *SMALL_DATA,
-                   *extra, "--out", str(out)])
-    assert res.rc == 0, res.err
-    return out
+_train = train_bpe_dates
 
 
-def _one_error(argv: list[str], rc: int) -> str:
-    res = run_cli(argv)
-    lines = res.error_lines()
-    assert res.rc == rc, res.err[-2000:]
-    assert len(lines) == 1 and "Traceback" not in res.err and not res.out, res.err[-2000:]
-    assert lines[0].startswith("attnlab export: error: ") and len(lines[0]) < 600, lines[0]
-    return lines[0]
+_one_error = export_error
 
 
 def test_export_hf_writes_a_model_that_from_pretrained_loads_and_decodes_like_attnlab(tmp_path: Path) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import random
 import sys
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -20,29 +18,17 @@ import torch
 pytest.importorskip("ctranslate2")
 pytest.importorskip("sentencepiece")
 
+from export_helpers import train_tiny  # noqa: E402
+
 from attnlab.core.errors import CheckpointError, ConfigError  # noqa: E402
-from attnlab.core.run_config import RunConfig  # noqa: E402
 from attnlab.data.synthetic import TASKS  # noqa: E402
 from attnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 from attnlab.decode import beam_search, greedy_decode  # noqa: E402
 from attnlab.export import FORMATS, export_checkpoint  # noqa: E402
 from attnlab.export.ct2 import SINUSOID_POSITIONS, ExportedTranslator, translate_ctranslate2  # noqa: E402
-from attnlab.pipeline import Translator, load_translator, train_run  # noqa: E402
+from attnlab.pipeline import Translator, load_translator  # noqa: E402
 
-BPE = {"src_tokenizer": "bpe", "tgt_tokenizer": "bpe", "vocab_size": 60}
-
-
-def _train(out: Path, model: dict[str, Any], *, steps: int, data: dict[str, Any] | None = None) -> Path:
-    cfg = RunConfig.from_dict({
-        "data": {"source": "task", "task": "dates", "num_train": 2000, "num_valid": 20, "num_test": 0, **BPE,
-                 **(data or {})},
-        "model": {"kind": "transformer", "d_model": 32, "num_heads": 2, "ffn_dim": 64, "encoder_layers": 1,
-                  "decoder_layers": 1, **model},
-        "train": {"max_steps": steps, "lr": 0.005, "warmup_steps": 20, "tokens_per_batch": 2048, "eval_every": 1000,
-                  "save_every": 1000, "best_metric": "val_loss", "best_mode": "min"},
-        "decode": {"eval_sentences": 0}})
-    train_run(cfg, out, progress=False)
-    return out / "last"
+_train = train_tiny
 
 
 @pytest.fixture(scope="module")

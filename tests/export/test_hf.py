@@ -21,34 +21,23 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
+from export_helpers import train_tiny  # noqa: E402
 from transformers import M2M100ForConditionalGeneration  # noqa: E402
 
 from attnlab.core.errors import ConfigError  # noqa: E402
 from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig  # noqa: E402
-from attnlab.core.run_config import RunConfig  # noqa: E402
 from attnlab.data.synthetic import TASKS  # noqa: E402
 from attnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 from attnlab.decode import greedy_decode  # noqa: E402
 from attnlab.export import FORMATS, export_checkpoint  # noqa: E402
 from attnlab.export.hf import check_exportable_hf, hf_generate_options, m2m100_model  # noqa: E402
 from attnlab.models.transformer import Transformer  # noqa: E402
-from attnlab.pipeline import Translator, load_translator, train_run  # noqa: E402
+from attnlab.pipeline import Translator, load_translator  # noqa: E402
 
-BPE = {"src_tokenizer": "bpe", "tgt_tokenizer": "bpe", "vocab_size": 60}
 EXACT = {"positional": "fairseq", "share_embeddings": True}
 
 
-def _train(out: Path, model: dict[str, Any], *, steps: int, data: dict[str, Any] | None = None) -> Path:
-    cfg = RunConfig.from_dict({
-        "data": {"source": "task", "task": "dates", "num_train": 2000, "num_valid": 20, "num_test": 0, **BPE,
-                 **(data or {})},
-        "model": {"kind": "transformer", "d_model": 32, "num_heads": 2, "ffn_dim": 64, "encoder_layers": 1,
-                  "decoder_layers": 1, **model},
-        "train": {"max_steps": steps, "lr": 0.005, "warmup_steps": 20, "tokens_per_batch": 2048, "eval_every": 1000,
-                  "save_every": 1000, "best_metric": "val_loss", "best_mode": "min"},
-        "decode": {"eval_sentences": 0}})
-    train_run(cfg, out, progress=False)
-    return out / "last"
+_train = train_tiny
 
 
 def _export(root: Path, model: dict[str, Any], steps: int) -> tuple[Translator, Any, Path]:

@@ -40,8 +40,12 @@ class SinusoidalPositionalEncoding(nn.Module):
         if offset + length <= self.table.shape[0]:
             pe = self.table[offset:offset + length]  # (T, D)
         else:
-            pe = sinusoid_table(length, self.d_model, self.base, offset).to(x.device)
+            pe = self._rows(length, offset).to(x.device)
         return self.dropout(x + pe.to(x.dtype))
+
+    def _rows(self, length: int, offset: int) -> torch.Tensor:
+        """``(T, D)`` rows past the stored table, computed on demand."""
+        return sinusoid_table(length, self.d_model, self.base, offset)
 
 
 def fairseq_sinusoid_table(num_positions: int, d_model: int, padding_idx: int = 0, offset: int = 0) -> torch.Tensor:
@@ -69,7 +73,7 @@ def fairseq_sinusoid_table(num_positions: int, d_model: int, padding_idx: int = 
     return table
 
 
-class FairseqSinusoidalPositionalEncoding(nn.Module):
+class FairseqSinusoidalPositionalEncoding(SinusoidalPositionalEncoding):
     """Adds fairseq's fixed sinusoids (:func:`fairseq_sinusoid_table`); no parameters. Positions past ``max_len``
     are computed on demand.
 
@@ -79,7 +83,7 @@ class FairseqSinusoidalPositionalEncoding(nn.Module):
     """
 
     def __init__(self, d_model: int, max_len: int = 1024, dropout: float = 0.0, padding_idx: int = 0) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # its own checks and table; forward is the parent's
         if d_model < 4 or max_len <= 0 or padding_idx < 0:
             raise ValueError(f"FairseqSinusoidalPositionalEncoding: d_model must be >= 4 (fairseq's frequencies "
                              f"divide by d_model/2 - 1), max_len positive and padding_idx >= 0, got "
@@ -89,15 +93,8 @@ class FairseqSinusoidalPositionalEncoding(nn.Module):
         # Derived from the arguments, so not saved in checkpoints.
         self.register_buffer("table", fairseq_sinusoid_table(max_len, d_model, padding_idx), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """``x``: ``(B, T, D)`` embeddings of positions ``offset .. offset+T-1``; returns ``(B, T, D)``."""
-        _check_input(x, self.d_model, type(self).__name__)
-        length = x.shape[1]
-        if offset + length <= self.table.shape[0]:
-            pe = self.table[offset:offset + length]  # (T, D)
-        else:
-            pe = fairseq_sinusoid_table(length, self.d_model, self.padding_idx, offset).to(x.device)
-        return self.dropout(x + pe.to(x.dtype))
+    def _rows(self, length: int, offset: int) -> torch.Tensor:
+        return fairseq_sinusoid_table(length, self.d_model, self.padding_idx, offset)
 
 
 class LearnedPositionalEncoding(nn.Module):

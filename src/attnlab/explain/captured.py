@@ -56,6 +56,16 @@ CHECKS_UNAVAILABLE = ("not available for captured models (forward hooks see atte
                       "has used them, so they cannot replace them exactly)")
 
 
+def _tokenize(tokenizer: Any, text: str, max_len: int | None) -> tuple[torch.Tensor, list[str]]:
+    """``(1, T)`` ids (special tokens included, cut to ``max_len``) and their tokens, from a Hugging Face tokenizer."""
+    if tokenizer is None:
+        raise ConfigError("tokenizer: this adapter has none; build examples with example_from_ids")
+    ids = list(tokenizer(text, truncation=max_len is not None, max_length=max_len)["input_ids"])
+    if not ids:
+        raise DataError(f"the text {text[:80]!r} holds no token for this model")
+    return torch.tensor([ids]), tokenizer.convert_ids_to_tokens(ids)
+
+
 def _is_hf(model: nn.Module) -> bool:
     return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
 
@@ -246,13 +256,8 @@ class CapturedClassifierAdapter(_CapturedAttention, Adapter):
 
     def example(self, text: str, truth: str | None = None) -> Example:
         """Tokenize ``text`` with the tokenizer (special tokens included, cut to ``max_len``) and classify it."""
-        if self.tokenizer is None:
-            raise ConfigError("tokenizer: this adapter has none; build examples with example_from_ids")
-        ids = list(self.tokenizer(text, truncation=self.max_len is not None, max_length=self.max_len)["input_ids"])
-        if not ids:
-            raise DataError(f"the text {text[:80]!r} holds no token for this model")
-        tokens = self.tokenizer.convert_ids_to_tokens(ids)
-        return self.example_from_ids(torch.tensor([ids]), tokens, text=text, truth=truth)
+        ids, tokens = _tokenize(self.tokenizer, text, self.max_len)
+        return self.example_from_ids(ids, tokens, text=text, truth=truth)
 
     def example_from_ids(self, ids: torch.Tensor, tokens: Sequence[str] | None = None, *, text: str | None = None,
                          truth: str | None = None) -> Example:
@@ -425,13 +430,8 @@ class CapturedTranslationAdapter(TranslationAdapter):
 
     def example(self, text: str, truth: str | None = None) -> Example:
         """Tokenize ``text`` (cut to ``max_len``), translate it greedily and prepare its explanation."""
-        if self.tokenizer is None:
-            raise ConfigError("tokenizer: this adapter has none; build examples with example_from_ids")
-        ids = list(self.tokenizer(text, truncation=self.max_len is not None, max_length=self.max_len)["input_ids"])
-        if not ids:
-            raise DataError(f"the text {text[:80]!r} holds no token for this model")
-        return self.example_from_ids(torch.tensor([ids]), self.tokenizer.convert_ids_to_tokens(ids), text=text,
-                                     truth=truth)
+        ids, tokens = _tokenize(self.tokenizer, text, self.max_len)
+        return self.example_from_ids(ids, tokens, text=text, truth=truth)
 
     def example_from_ids(self, src: torch.Tensor, tokens: Sequence[str] | None = None, *, text: str | None = None,
                          truth: str | None = None) -> Example:

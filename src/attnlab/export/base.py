@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from attnlab.core.errors import ConfigError
+from attnlab.core.errors import ConfigError, short_repr
 
 __all__ = ["Export", "check_out_dir", "write_directory"]
 
@@ -62,3 +65,23 @@ def write_directory(out: Path, fill: Callable[[Path], None]) -> tuple[str, ...]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return tuple(sorted(p.name for p in out.iterdir()))
+
+
+def require(module: str, what: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or a one-line :class:`ConfigError` saying which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"{what} needs the {module} package: pip install 'attnlab[{extra}]'") from exc
+
+
+def check_sentencepiece(src: Any, tgt: Any, where: str, why: str) -> None:
+    """Refuse tokenizers other than SentencePiece (bpe, unigram): they exist in attnlab only. ``why``: what the
+    format ships instead, e.g. "a CTranslate2 model is served with SentencePiece models"."""
+    from attnlab.data.subword import SentencePieceTokenizer
+
+    for side, tok in (("src", src), ("tgt", tgt)):
+        if not isinstance(tok, SentencePieceTokenizer):
+            raise ConfigError(f"checkpoint {where}: data.{side}_tokenizer is {short_repr(tok.kind)}, a tokenizer of "
+                              f"attnlab's own; {why}, so export needs bpe or unigram (retrain with --set "
+                              f"data.src_tokenizer=bpe --set data.tgt_tokenizer=bpe)")

@@ -52,12 +52,12 @@ from attnlab.attention.positional import (
     fairseq_sinusoid_table,
     sinusoid_table,
 )
-from attnlab.core.errors import CheckpointError, ConfigError, one_line, short_repr
+from attnlab.core.errors import CheckpointError, ConfigError, one_line
 from attnlab.core.model_config import TransformerConfig
 from attnlab.data.subword import SentencePieceTokenizer
 from attnlab.data.vocab import BOS, BOS_ID, EOS, PAD_ID, UNK
 from attnlab.decode.translate import default_max_len
-from attnlab.export.base import Export, check_out_dir, write_directory
+from attnlab.export.base import Export, check_out_dir, check_sentencepiece, require, write_directory
 from attnlab.models.transformer import Transformer
 from attnlab.pipeline.load import predictor_from_checkpoint, resolve_checkpoint, run_config_of
 from attnlab.train.checkpoint import load_checkpoint
@@ -79,12 +79,7 @@ demand, CTranslate2 needs a table; 1,024 is its default ``max_input_length``."""
 
 
 def _require_ctranslate2() -> ModuleType:
-    try:
-        import ctranslate2
-    except ImportError as exc:  # optional dependency
-        raise ConfigError("export to CTranslate2 needs the ctranslate2 package: pip install 'attnlab[export]'") \
-            from exc
-    return ctranslate2
+    return require("ctranslate2", "export to CTranslate2", "export")
 
 
 # ------------------------------------------------------------------------------------------ what exports
@@ -108,12 +103,7 @@ def check_exportable(config: Any, where: str) -> None:
 
 
 def _check_tokenizers(src: Any, tgt: Any, where: str) -> None:
-    for side, tok in (("src", src), ("tgt", tgt)):
-        if not isinstance(tok, SentencePieceTokenizer):
-            raise ConfigError(f"checkpoint {where}: data.{side}_tokenizer is {short_repr(tok.kind)}, a tokenizer of "
-                              f"attnlab's own; a CTranslate2 model is served with SentencePiece models, so export "
-                              f"needs bpe or unigram (retrain with --set data.src_tokenizer=bpe --set "
-                              f"data.tgt_tokenizer=bpe)")
+    check_sentencepiece(src, tgt, where, "a CTranslate2 model is served with SentencePiece models")
 
 
 # ------------------------------------------------------------------------------------------ the spec

@@ -60,9 +60,8 @@ from torch import nn
 from attnlab import __version__
 from attnlab.core.errors import CheckpointError, ConfigError, short_repr
 from attnlab.core.model_config import TransformerConfig
-from attnlab.data.subword import SentencePieceTokenizer
 from attnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from attnlab.export.base import Export, check_out_dir, write_directory
+from attnlab.export.base import Export, check_out_dir, check_sentencepiece, require, write_directory
 from attnlab.export.ct2 import NOTE_FILE, README_FILE, SOURCE_SPM, TARGET_SPM
 from attnlab.models.transformer import Transformer
 from attnlab.pipeline.load import predictor_from_checkpoint, resolve_checkpoint, run_config_of
@@ -84,12 +83,7 @@ _RETRAIN = "retrain with --set model.positional=fairseq --set model.norm_first=t
 
 
 def _require_transformers() -> ModuleType:
-    try:
-        import transformers
-    except ImportError as exc:  # optional dependency
-        raise ConfigError("export to Hugging Face needs the transformers package: pip install 'attnlab[hf]'") \
-            from exc
-    return transformers
+    return require("transformers", "export to Hugging Face", "hf")
 
 
 # ------------------------------------------------------------------------------------------ what exports
@@ -122,12 +116,7 @@ def check_exportable_hf(config: Any, where: str) -> None:
 
 
 def _check_tokenizers(src: Any, tgt: Any, where: str) -> None:
-    for side, tok in (("src", src), ("tgt", tgt)):
-        if not isinstance(tok, SentencePieceTokenizer):
-            raise ConfigError(f"checkpoint {where}: data.{side}_tokenizer is {short_repr(tok.kind)}, a tokenizer of "
-                              f"attnlab's own; the Hugging Face export ships SentencePiece models to tokenize with, so "
-                              f"it needs bpe or unigram (retrain with --set data.src_tokenizer=bpe --set "
-                              f"data.tgt_tokenizer=bpe)")
+    check_sentencepiece(src, tgt, where, "the Hugging Face export ships SentencePiece models to tokenize with")
 
 
 # ------------------------------------------------------------------------------------------ the model
