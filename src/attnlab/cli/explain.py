@@ -163,37 +163,21 @@ def _checkpoint(args: argparse.Namespace) -> tuple[object, str, dict, list, str]
 
 def _hf_adapter(args: argparse.Namespace) -> tuple[object, str, dict]:
     """A local Hugging Face classifier or encoder-decoder with its tokenizer, wrapped in its captured adapter."""
-    from attnlab.cli.viz import _first_line, _quiet
-    from attnlab.core.errors import CheckpointError
+    from attnlab.cli._hf import load_errors, open_folder, quiet
     from attnlab.explain import CapturedClassifierAdapter, CapturedTranslationAdapter
 
-    path = Path(args.hf_model)
-    if not path.is_dir():
-        raise CheckpointError(f"no model folder at {path}")
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path} is not a Hugging Face model folder (it has no config.json)")
     readout = _readout(args.readout)
-    try:
-        import transformers
-    except ImportError:
-        raise ConfigError("--hf-model needs the transformers package: pip install 'attnlab[hf]'") from None
-    with _quiet(transformers):
-        try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"cannot load the Hugging Face model in {path}: {_first_line(exc)}") from None
-        if not (config.is_encoder_decoder
-                or any(a.endswith("ForSequenceClassification") for a in config.architectures or [])):
-            raise ConfigError(f"{path} holds a {', '.join(config.architectures or [config.model_type])}; explain "
-                              "--hf-model takes sequence classifiers (...ForSequenceClassification) and "
-                              "encoder-decoders")
-        auto = (transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder
-                else transformers.AutoModelForSequenceClassification)
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = auto.from_pretrained(path, local_files_only=True).eval()
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"cannot load the Hugging Face model in {path}: {_first_line(exc)}") from None
+    path, transformers, config = open_folder(args.hf_model)
+    if not (config.is_encoder_decoder
+            or any(a.endswith("ForSequenceClassification") for a in config.architectures or [])):
+        raise ConfigError(f"{path} holds a {', '.join(config.architectures or [config.model_type])}; explain "
+                          "--hf-model takes sequence classifiers (...ForSequenceClassification) and "
+                          "encoder-decoders")
+    auto = (transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder
+            else transformers.AutoModelForSequenceClassification)
+    with quiet(transformers), load_errors(path):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = auto.from_pretrained(path, local_files_only=True).eval()
     if args.remove_id is None and all(getattr(tokenizer, f"{t}_token_id", None) is None for t in ("mask", "unk")):
         raise ConfigError(f"the tokenizer in {path} has no [MASK] or <unk> token to remove tokens with; pass "
                           "--remove-id ID")

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attnlab.cli._hf import load_errors, open_folder, quiet
 from attnlab.core.errors import CheckpointError, ConfigError, DataError, one_line, short_repr
 from attnlab.viz.i18n import LANGS
 
@@ -366,31 +366,18 @@ def _classify(classifier: Any, text: str) -> Drawn:
 
 def _hf_source(args: argparse.Namespace) -> Callable[[str], Drawn]:
     """Load a local Hugging Face model and tokenizer once; the returned function runs them on one text."""
-    path = Path(args.hf_model)
-    if not path.is_dir():
-        raise CheckpointError(f"no model folder at {path}")
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path} is not a Hugging Face model folder (it has no config.json)")
-    try:
-        import transformers
-    except ImportError:
-        raise ConfigError("--hf-model needs the transformers package: pip install 'attnlab[hf]'") from None
-
-    with _quiet(transformers):
-        try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-            auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModel
-            model = auto.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"cannot load the Hugging Face model in {path}: {_first_line(exc)}") from None
+    path, transformers, config = open_folder(args.hf_model)
+    with quiet(transformers), load_errors(path):
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        auto = transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModel
+        model = auto.from_pretrained(path, local_files_only=True, attn_implementation="eager").eval()
 
     def draw(text: str) -> Drawn:
         import torch
 
         from attnlab.viz.capture import capture
 
-        with _quiet(transformers), torch.no_grad():
+        with quiet(transformers), torch.no_grad():
             encoded = tokenizer(text, return_tensors="pt")
             src_tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
             if not config.is_encoder_decoder:
@@ -407,23 +394,3 @@ def _hf_source(args: argparse.Namespace) -> Callable[[str], Drawn]:
             return Drawn(maps, tokenizer.decode(generated[0], skip_special_tokens=True), text=text)
 
     return draw
-
-
-@contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
-    """No progress bars or info chatter from transformers on the terminal while loading (restored after)."""
-    hf_logging = transformers.utils.logging
-    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

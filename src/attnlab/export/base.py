@@ -11,9 +11,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from attnlab.core.errors import ConfigError, short_repr
+from attnlab.core.errors import CheckpointError, ConfigError, short_repr
 
-__all__ = ["Export", "check_out_dir", "write_directory"]
+__all__ = ["Export", "Source", "check_out_dir", "check_sentencepiece", "open_source", "require", "write_directory"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +85,42 @@ def check_sentencepiece(src: Any, tgt: Any, where: str, why: str) -> None:
             raise ConfigError(f"checkpoint {where}: data.{side}_tokenizer is {short_repr(tok.kind)}, a tokenizer of "
                               f"attnlab's own; {why}, so export needs bpe or unigram (retrain with --set "
                               f"data.src_tokenizer=bpe --set data.tgt_tokenizer=bpe)")
+
+
+@dataclass
+class Source:
+    """What an exporter reads: the checkpoint, its run config, text pipeline and Transformer, checked."""
+
+    checkpoint: Any
+    run: Any
+    text: Any
+    model: Any
+
+    @property
+    def where(self) -> str:
+        return str(self.checkpoint.path)
+
+
+def open_source(checkpoint_dir: str | Path, out: Path, check_model: Callable[[Any, str], None], why: str) -> Source:
+    """Check ``out`` is free, load the checkpoint, and refuse what the format cannot take: the model config
+    (``check_model(config, where)``), attnlab-only tokenizers (``why``: see :func:`check_sentencepiece`), and a
+    built model that is no Transformer.
+
+    Raises:
+        ConfigError: an existing ``out`` or what the checks refuse. CheckpointError: a damaged checkpoint.
+    """
+    from attnlab.models.transformer import Transformer
+    from attnlab.pipeline.load import predictor_from_checkpoint, resolve_checkpoint, run_config_of
+    from attnlab.train.checkpoint import load_checkpoint
+
+    check_out_dir(out)
+    ckpt = load_checkpoint(resolve_checkpoint(checkpoint_dir))
+    run = run_config_of(ckpt)
+    where = str(ckpt.path)
+    check_model(run.model, where)
+    predictor = predictor_from_checkpoint(ckpt)
+    text, model = predictor.text, predictor.model
+    check_sentencepiece(text.src_tokenizer, text.tgt_tokenizer, where, why)
+    if not isinstance(model, Transformer):  # the config said transformer; a registry change would land here
+        raise CheckpointError(f"checkpoint {where}: built a {type(model).__name__}, expected a Transformer")
+    return Source(ckpt, run, text, model)

@@ -57,10 +57,8 @@ from attnlab.core.model_config import TransformerConfig
 from attnlab.data.subword import SentencePieceTokenizer
 from attnlab.data.vocab import BOS, BOS_ID, EOS, PAD_ID, UNK
 from attnlab.decode.translate import default_max_len
-from attnlab.export.base import Export, check_out_dir, check_sentencepiece, require, write_directory
+from attnlab.export.base import Export, open_source, require, write_directory
 from attnlab.models.transformer import Transformer
-from attnlab.pipeline.load import predictor_from_checkpoint, resolve_checkpoint, run_config_of
-from attnlab.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +100,7 @@ def check_exportable(config: Any, where: str) -> None:
                           f"export")
 
 
-def _check_tokenizers(src: Any, tgt: Any, where: str) -> None:
-    check_sentencepiece(src, tgt, where, "a CTranslate2 model is served with SentencePiece models")
+_SERVED = "a CTranslate2 model is served with SentencePiece models"
 
 
 # ------------------------------------------------------------------------------------------ the spec
@@ -205,15 +202,8 @@ def export_ctranslate2(checkpoint_dir: str | Path, out_dir: str | Path) -> Expor
     """
     ct2 = _require_ctranslate2()
     out = Path(out_dir)
-    check_out_dir(out)
-    ckpt = load_checkpoint(resolve_checkpoint(checkpoint_dir))
-    run = run_config_of(ckpt)
-    check_exportable(run.model, str(ckpt.path))
-    predictor = predictor_from_checkpoint(ckpt)
-    text, model = predictor.text, predictor.model
-    _check_tokenizers(text.src_tokenizer, text.tgt_tokenizer, str(ckpt.path))
-    if not isinstance(model, Transformer):  # the config said transformer; a registry change would land here
-        raise CheckpointError(f"checkpoint {ckpt.path}: built a {type(model).__name__}, expected a Transformer")
+    src = open_source(checkpoint_dir, out, check_exportable, _SERVED)
+    ckpt, run, text, model = src.checkpoint, src.run, src.text, src.model
 
     spec = transformer_spec(model)
     spec.register_source_vocabulary(text.src_vocab.tokens)

@@ -58,14 +58,12 @@ import torch
 from torch import nn
 
 from attnlab import __version__
-from attnlab.core.errors import CheckpointError, ConfigError, short_repr
+from attnlab.core.errors import ConfigError, short_repr
 from attnlab.core.model_config import TransformerConfig
 from attnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from attnlab.export.base import Export, check_out_dir, check_sentencepiece, require, write_directory
+from attnlab.export.base import Export, open_source, require, write_directory
 from attnlab.export.ct2 import NOTE_FILE, README_FILE, SOURCE_SPM, TARGET_SPM
 from attnlab.models.transformer import Transformer
-from attnlab.pipeline.load import predictor_from_checkpoint, resolve_checkpoint, run_config_of
-from attnlab.train.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +113,7 @@ def check_exportable_hf(config: Any, where: str) -> None:
                           f"no trained position table (it rebuilds fairseq's sinusoids when loading); {_RETRAIN}")
 
 
-def _check_tokenizers(src: Any, tgt: Any, where: str) -> None:
-    check_sentencepiece(src, tgt, where, "the Hugging Face export ships SentencePiece models to tokenize with")
+_SHIPPED = "the Hugging Face export ships SentencePiece models to tokenize with"
 
 
 # ------------------------------------------------------------------------------------------ the model
@@ -224,16 +221,8 @@ def export_hf(checkpoint_dir: str | Path, out_dir: str | Path) -> Export:
     """
     transformers = _require_transformers()
     out = Path(out_dir)
-    check_out_dir(out)
-    ckpt = load_checkpoint(resolve_checkpoint(checkpoint_dir))
-    run = run_config_of(ckpt)
-    where = str(ckpt.path)
-    check_exportable_hf(run.model, where)
-    predictor = predictor_from_checkpoint(ckpt)
-    text, model = predictor.text, predictor.model
-    _check_tokenizers(text.src_tokenizer, text.tgt_tokenizer, where)
-    if not isinstance(model, Transformer):  # the config said transformer; a registry change would land here
-        raise CheckpointError(f"checkpoint {where}: built a {type(model).__name__}, expected a Transformer")
+    src = open_source(checkpoint_dir, out, check_exportable_hf, _SHIPPED)
+    ckpt, run, text, model, where = src.checkpoint, src.run, src.text, src.model, src.where
     hf = m2m100_model(model, where)
     note = _note(ckpt.path, ckpt.step, run, text, transformers.__version__)
 
