@@ -35,7 +35,8 @@ RECIPES = {
 TASK_RECIPES = {
     "debian-summarization.yaml": ("summarization", "debian-descriptions", "transformer", "val_rougeL", 60),
     "rotten-tomatoes-sentiment.yaml": ("classification", "rotten-tomatoes", "rnn_classifier", "val_accuracy", 10),
-    "chinese-reviews-sentiment.yaml": ("classification", "chinese-reviews", "rnn_classifier", "val_accuracy", 10),
+    "chinese-reviews-sentiment.yaml": ("classification", "chinese-reviews", "transformer_classifier", "val_accuracy",
+                                       10),
     "fashion-mnist-vit.yaml": ("image_classification", "fashion-mnist", "vit", "val_accuracy", 15),
     "scenes-captioning.yaml": ("captioning", "fashion-mnist", "captioner", "val_exact_match", 30),
 }

@@ -119,9 +119,11 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ddp")
 
 
-@pytest.mark.parametrize("args", [TRANSFORMER_ARGS, CLASSIFIER_ARGS], ids=["transformer", "rnn_classifier"])
+@pytest.mark.parametrize("args", [TRANSFORMER_ARGS, CLASSIFIER_ARGS,
+                                  [*CLASSIFIER_ARGS, "--set", "train.adversarial_eps=1.0"]],
+                         ids=["transformer", "rnn_classifier", "adversarial"])
 def test_two_ranks_train_the_model_one_process_trains(root: Path, args: list[str]) -> None:
-    name = args[4]
+    name = args[4] + ("-adv" if "train.adversarial_eps=1.0" in args else "")
     one, two = root / f"one-{name}", root / f"two-{name}"
     _run(_single([*args, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(one)]))
     res = _run(_torchrun([*args, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(two)]))

@@ -169,6 +169,9 @@ class RunConfig:
         if getattr(self.model, "kind", None) not in kinds:
             raise ConfigError(f"model.kind: {short_repr(getattr(self.model, 'kind', None))} does not fit the {task} "
                               f"task; expected one of {', '.join(kinds)}")
+        if self.train.adversarial_eps and task != "classification":
+            raise ConfigError(f"train.adversarial_eps: perturbs a text classifier's embeddings; the {task} task "
+                              f"does not take it (set it to 0)")
         model_len = getattr(self.model, "max_len", None)
         if getattr(self.model, "positional", None) == "learned" and self.data.max_len > model_len:
             raise ConfigError(f"data.max_len: {self.data.max_len} tokens exceed model.max_len={model_len}, the "

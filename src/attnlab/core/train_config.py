@@ -45,6 +45,15 @@ class TrainConfig:
                                                       "threads; summed over resumes): a budget that does not shrink "
                                                       "when other jobs share the machine")
     label_smoothing: float = option(0.1, help="label smoothing of the cross-entropy (0 = off)")
+    init_from: str | None = option(None, help="start a fresh run from this checkpoint's weights (a run directory "
+                                              "gives its best/): the parameters under init_modules, or all whose "
+                                              "names and shapes match, are copied; the rest start fresh")
+    init_modules: list[str] = option(default_factory=list, help="parameter name prefixes to copy from init_from, "
+                                                                "e.g. [patch_embedding] (empty: every match)")
+    adversarial_eps: float = option(0.0, help="adversarial training on the embeddings (fast gradient method, Miyato "
+                                              "et al. 2017): each step also trains on every text's embeddings "
+                                              "moved by this L2 distance along its loss gradient (0 = off; text "
+                                              "classification only; about 2.5x the step time)")
     clip_grad_norm: float | None = option(1.0, help="clip the global gradient norm to this value (none = off)")
     eval_every: int = option(200, help="evaluate (and maybe save the best checkpoint) every N steps")
     save_every: int = option(200, help="save the latest checkpoint to OUT/last every N steps")
@@ -85,6 +94,12 @@ class TrainConfig:
         check_range(owner, "warmup_steps", self.warmup_steps, low=0)
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         check_range(owner, "keep_snapshots", self.keep_snapshots, low=0)
+        check_range(owner, "adversarial_eps", self.adversarial_eps, low=0.0)
+        if self.init_modules and self.init_from is None:
+            raise ConfigError(f"{owner}.init_modules: names what to copy from init_from; set init_from too")
+        if not all(isinstance(m, str) and m for m in self.init_modules):
+            raise ConfigError(f"{owner}.init_modules: expected parameter name prefixes such as 'patch_embedding', "
+                              f"got {short_repr(self.init_modules)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"{owner}.ema_decay: got {short_repr(self.ema_decay)}, expected a value in [0, 1)")
         check_range(owner, "seed", self.seed, low=0, high=2**63 - 1)  # torch.manual_seed takes a signed 64-bit int

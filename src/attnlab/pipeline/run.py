@@ -15,6 +15,7 @@ from torch import nn
 
 from attnlab.core.errors import ConfigError
 from attnlab.core.run_config import RunConfig
+from attnlab.pipeline.init import init_checkpoint, initialize_from
 from attnlab.pipeline.load import load_predictor, predictor_from_checkpoint, resolve_checkpoint
 from attnlab.tasks import TestReport, get_task
 from attnlab.train.checkpoint import load_checkpoint, write_json_atomic
@@ -88,6 +89,8 @@ def train_run(cfg: RunConfig, out_dir: str | Path, *, resume: bool = False, prog
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         model = task.build_model(cfg, data)
+    if not resume and cfg.train.init_from is not None:
+        initialize_from(model, init_checkpoint(cfg), cfg.train.init_modules)
     params = sum(p.numel() for p in model.parameters())
     log.info("model: %s, %.2fM parameters", cfg.model.kind, params / 1e6)
     trainer = Trainer(model, cfg.train, task.train_batches(data, cfg), out_dir, evaluate=task.evaluator(data, cfg),

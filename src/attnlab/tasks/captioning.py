@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnlab.core.errors import CheckpointError, ConfigError
+from attnlab.core.errors import CheckpointError, ConfigError, short_repr
 from attnlab.core.run_config import RunConfig
 from attnlab.core.types import Batch
 from attnlab.data.images import ImageBatches, holdout_split, load_fashion_mnist
@@ -132,6 +132,32 @@ class SceneData:
         return self.pipeline.to_dict()
 
 
+def _init_normalization(cfg: RunConfig, pool_size: int, valid_idx: np.ndarray) -> tuple[float, float] | None:
+    """With ``train.init_from`` an image model, its pixel normalization (so that its copied stem sees the values
+    it learned on), after checking that it never trained on the items of this run's validation scenes."""
+    if cfg.train.init_from is None:
+        return None
+    from attnlab.pipeline.init import init_checkpoint  # the pipeline layer imports the tasks
+
+    ckpt = init_checkpoint(cfg)
+    info = ckpt.extra.get("image")
+    if not isinstance(info, Mapping):
+        return None
+    image = ImagePipeline.from_dict(ckpt.extra, str(ckpt.path), labelled=False)
+    data = ckpt.config.get("data") if isinstance(ckpt.config.get("data"), Mapping) else {}
+    if data.get("source") == "fashion-mnist":
+        held = ITEM_HOLDOUT if ckpt.config.get("task") == "captioning" else data.get("num_valid")
+        seed = data.get("seed")
+        if not (isinstance(held, int) and isinstance(seed, int) and 0 < held < pool_size and
+                set(valid_idx.tolist()) <= set(holdout_split(pool_size, held, seed)[1].tolist())):
+            raise ConfigError(f"train.init_from: {ckpt.path} trained on Fashion-MNIST items that this run's "
+                              f"validation scenes are made of (its data.num_valid {short_repr(held)}, seed "
+                              f"{short_repr(seed)}); train it with data.num_valid: {ITEM_HOLDOUT} and data.seed: "
+                              f"{cfg.data.seed}")
+    log.info("pixels normalized as %s was: mean %.4f, std %.4f", ckpt.path, image.mean, image.std)
+    return image.mean, image.std
+
+
 def prepare_scenes(cfg: RunConfig, pipeline: CaptionPipeline | None = None) -> SceneData:
     """Make the train/valid/test scenes of ``cfg.data`` and the caption vocabulary (unless ``pipeline`` given)."""
     data = cfg.data
@@ -150,9 +176,11 @@ def prepare_scenes(cfg: RunConfig, pipeline: CaptionPipeline | None = None) -> S
     valid = make_scenes(images[valid_idx], labels[valid_idx], data.num_valid, seed=data.seed * 3 + 1, **kwargs)
     test = make_scenes(test_images, test_labels, data.num_test, seed=data.seed * 3 + 2, **kwargs)
     if pipeline is None:
-        pixels = torch.from_numpy(np.stack([s.image for s in train])).double() / 255.0
-        image = ImagePipeline((), data.canvas_size, 1, round(float(pixels.mean()), 6),
-                              round(float(pixels.std()), 6))
+        inherited = _init_normalization(cfg, len(images), valid_idx)
+        if inherited is None:
+            pixels = torch.from_numpy(np.stack([s.image for s in train])).double() / 255.0
+            inherited = round(float(pixels.mean()), 6), round(float(pixels.std()), 6)
+        image = ImagePipeline((), data.canvas_size, 1, *inherited)
         pipeline = CaptionPipeline(image, Vocab.build(s.caption.split() for s in train))
     elif pipeline.image_size != data.canvas_size:
         raise CheckpointError(f"the checkpoint's scenes are {pipeline.image_size} pixels wide, the data's "

@@ -33,7 +33,7 @@ from attnlab.models.build import build_model
 from attnlab.tasks.base import Task, TestReport, register_task
 from attnlab.tasks.text_to_text import load_weights
 from attnlab.train.checkpoint import Checkpoint
-from attnlab.train.loss import classification_loss
+from attnlab.train.loss import adversarial_loss, classification_loss
 from attnlab.train.trainer import BatchSource, Evaluate, LossFn
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,10 @@ class ClassificationTask(Task):
                                collate_fn=collate_labels)
 
     def loss(self, cfg: RunConfig) -> LossFn:
-        return functools.partial(classification_loss, label_smoothing=cfg.train.label_smoothing)
+        plain = functools.partial(classification_loss, label_smoothing=cfg.train.label_smoothing)
+        if cfg.train.adversarial_eps:
+            return functools.partial(adversarial_loss, loss=plain, eps=cfg.train.adversarial_eps)
+        return plain
 
     def evaluator(self, data: LabelledData, cfg: RunConfig) -> Evaluate:
         """``val_loss`` (mean cross-entropy per text), ``val_accuracy`` and ``val_macro_f1`` on every validation
