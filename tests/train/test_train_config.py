@@ -38,6 +38,8 @@ def test_every_field_has_help() -> None:
     ({"num_threads": 0}, "num_threads"),
     ({"bf16": "yes"}, "bf16"),
     ({"min_lr_ratio": 1.5}, "min_lr_ratio"),
+    ({"decay_fraction": 0.0}, "decay_fraction"),
+    ({"decay_fraction": 1.5}, "decay_fraction"),
 ])
 def test_bad_values_name_the_field(kwargs: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -1,4 +1,4 @@
-"""Warmup + inverse-sqrt / cosine / constant schedules on known values; JSON-ready state."""
+"""Warmup + inverse-sqrt / cosine / constant / warmup-stable-decay schedules on known values; JSON-ready state."""
 
 from __future__ import annotations
 
@@ -27,6 +27,36 @@ def test_inverse_sqrt_without_warmup() -> None:
 ])
 def test_cosine(step: int, ratio: float, expected: float) -> None:
     assert lr_factor("cosine", step, warmup_steps=2, max_steps=10, min_lr_ratio=ratio) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("step", "ratio", "expected"), [
+    (1, 0.0, 0.5), (2, 0.0, 1.0), (8, 0.0, 1.0), (9, 0.0, 0.5), (10, 0.0, 0.0), (50, 0.0, 0.0),
+    (9, 0.2, 0.6), (10, 0.2, 0.2),
+])
+def test_wsd(step: int, ratio: float, expected: float) -> None:
+    # warmup 2, stable to step 8, then linear to the final ratio over the last 20% (steps 8..10)
+    got = lr_factor("wsd", step, warmup_steps=2, max_steps=10, min_lr_ratio=ratio, decay_fraction=0.2)
+    assert got == pytest.approx(expected)
+
+
+def test_wsd_decay_never_starts_inside_warmup() -> None:
+    # decay_fraction 0.9 of 10 steps would start decaying at step 1: it starts when warmup ends instead
+    factors = [lr_factor("wsd", s, warmup_steps=4, max_steps=10, decay_fraction=0.9) for s in range(1, 11)]
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factors[4:] == pytest.approx([1 - k / 6 for k in range(1, 7)])
+
+
+def test_wsd_on_a_time_budget_decays_in_the_budget_s_last_fifth() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    sched = WarmupSchedule(torch.optim.SGD([param], lr=1.0), "wsd", base_lr=1.0, warmup_steps=10, max_steps=1000,
+                           budget_s=100.0)
+    lrs = []
+    for i in range(1, 101):  # a slow machine: 100 steps of 1 s in a 100 s budget planned for 1,000 steps
+        sched.step(elapsed_s=float(i))
+        lrs.append(sched.lr)
+    assert lrs[70] == 1.0  # 71 s: still at the peak
+    assert lrs[89] == pytest.approx(0.5)  # 90 s: half-way through the decay from 80 s to 100 s
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # the budget's end: annealed
 
 
 def test_constant_and_bad_kind() -> None:

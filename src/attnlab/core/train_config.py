@@ -13,7 +13,7 @@ from typing import Any, Literal
 from attnlab.core.config import check_range, from_dict, option, short_repr, validate_types
 from attnlab.core.errors import ConfigError
 
-ScheduleKind = Literal["inverse_sqrt", "cosine", "constant"]
+ScheduleKind = Literal["inverse_sqrt", "cosine", "constant", "wsd"]
 ScheduleBy = Literal["steps", "time"]
 MetricMode = Literal["min", "max"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
@@ -32,8 +32,12 @@ class TrainConfig:
     warmup_steps: int = option(100, help="steps of linear learning-rate warmup from 0 to lr")
     schedule: ScheduleKind = option("inverse_sqrt", help="learning-rate decay after warmup: inverse_sqrt "
                                                          "(Vaswani et al. 2017), cosine (to min_lr_ratio at "
-                                                         "max_steps) or constant")
-    min_lr_ratio: float = option(0.0, help="cosine schedule: final learning rate as a fraction of lr")
+                                                         "max_steps), constant, or wsd (warmup-stable-decay: "
+                                                         "constant, then linear to min_lr_ratio over the last "
+                                                         "decay_fraction of max_steps)")
+    min_lr_ratio: float = option(0.0, help="cosine and wsd schedules: final learning rate as a fraction of lr")
+    decay_fraction: float = option(0.2, help="wsd schedule: the share of max_steps (or of the time budget) at "
+                                             "its end over which the learning rate decays")
     schedule_by: ScheduleBy = option("steps", help="what drives warmup and decay: steps (towards max_steps) or "
                                                    "time (also the fraction of max_minutes used, whichever runs "
                                                    "out first, so training ends annealed on any machine)")
@@ -93,6 +97,7 @@ class TrainConfig:
         check_range(owner, "weight_decay", self.weight_decay, low=0.0)
         check_range(owner, "warmup_steps", self.warmup_steps, low=0)
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
+        check_range(owner, "decay_fraction", self.decay_fraction, low=0.0, high=1.0, low_inclusive=False)
         check_range(owner, "keep_snapshots", self.keep_snapshots, low=0)
         check_range(owner, "adversarial_eps", self.adversarial_eps, low=0.0)
         if self.init_modules and self.init_from is None:

@@ -1,4 +1,4 @@
-"""Learning-rate schedules: linear warmup followed by inverse-square-root, cosine or constant.
+"""Learning-rate schedules: linear warmup followed by inverse-square-root, cosine, constant or warmup-stable-decay.
 
 :func:`lr_factor` is the pure math; :class:`WarmupSchedule` applies it to an optimizer like
 ``torch.optim.lr_scheduler.LambdaLR`` does, but its state is JSON-ready (the step count and, for a time
@@ -26,7 +26,7 @@ __all__ = ["WarmupSchedule", "lr_factor"]
 
 
 def lr_factor(kind: ScheduleKind, step: float, *, warmup_steps: int, max_steps: int,
-              min_lr_ratio: float = 0.0) -> float:
+              min_lr_ratio: float = 0.0, decay_fraction: float = 0.2) -> float:
     """Multiplier of the peak learning rate for optimizer step ``step`` (1-based: the first update is step 1;
     a fractional ``step`` is an effective step of a time-budgeted schedule).
 
@@ -35,7 +35,10 @@ def lr_factor(kind: ScheduleKind, step: float, *, warmup_steps: int, max_steps: 
       peak at 1; with no warmup, ``1 / sqrt(step)``);
     - ``cosine``: ``r + (1 - r) * (1 + cos(pi * p)) / 2`` with ``p`` the fraction of post-warmup steps done
       by ``max_steps`` (clamped to 1) and ``r = min_lr_ratio`` (Loshchilov & Hutter 2017, no restarts);
-    - ``constant``: ``1``.
+    - ``constant``: ``1``;
+    - ``wsd`` (warmup-stable-decay; Hu et al. 2024, Hägele et al. 2024): ``1`` until the last ``decay_fraction``
+      of ``max_steps``, then linear to ``min_lr_ratio`` at ``max_steps``. Unlike cosine it keeps the peak rate
+      for most of the run, and a run cut short before its decay loses only the decay.
     """
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
@@ -48,7 +51,13 @@ def lr_factor(kind: ScheduleKind, step: float, *, warmup_steps: int, max_steps: 
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
     if kind == "constant":
         return 1.0
-    raise ValueError(f"unknown schedule {kind!r}; expected inverse_sqrt, cosine or constant")
+    if kind == "wsd":
+        decay_start = max(warmup_steps, max_steps * (1.0 - decay_fraction))
+        if step <= decay_start:
+            return 1.0
+        progress = min(1.0, (step - decay_start) / max(1e-9, max_steps - decay_start))
+        return 1.0 - (1.0 - min_lr_ratio) * progress
+    raise ValueError(f"unknown schedule {kind!r}; expected inverse_sqrt, cosine, constant or wsd")
 
 
 class WarmupSchedule:
@@ -65,7 +74,8 @@ class WarmupSchedule:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, kind: ScheduleKind, *, base_lr: float, warmup_steps: int,
-                 max_steps: int, min_lr_ratio: float = 0.0, budget_s: float | None = None) -> None:
+                 max_steps: int, min_lr_ratio: float = 0.0, decay_fraction: float = 0.2,
+                 budget_s: float | None = None) -> None:
         if budget_s is not None and not budget_s > 0:
             raise ValueError(f"budget_s must be > 0 seconds or None, got {budget_s}")
         self.optimizer = optimizer
@@ -74,6 +84,7 @@ class WarmupSchedule:
         self.warmup_steps = warmup_steps
         self.max_steps = max_steps
         self.min_lr_ratio = min_lr_ratio
+        self.decay_fraction = decay_fraction
         self.budget_s = budget_s
         self.last_step = 0
         self.elapsed_s = 0.0
@@ -82,7 +93,7 @@ class WarmupSchedule:
     def factor(self, step: float) -> float:
         """The multiplier of (effective) optimizer step ``step`` (1-based)."""
         return lr_factor(self.kind, step, warmup_steps=self.warmup_steps, max_steps=self.max_steps,
-                         min_lr_ratio=self.min_lr_ratio)
+                         min_lr_ratio=self.min_lr_ratio, decay_fraction=self.decay_fraction)
 
     def effective_step(self, step: int, elapsed_s: float) -> float:
         """``step``, or with a time budget ``max(step, max_steps * elapsed_s / budget_s)``."""

@@ -232,7 +232,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, config)
         self.schedule = WarmupSchedule(self.optimizer, config.schedule, base_lr=config.lr,
                                        warmup_steps=config.warmup_steps, max_steps=config.max_steps,
-                                       min_lr_ratio=config.min_lr_ratio,
+                                       min_lr_ratio=config.min_lr_ratio, decay_fraction=config.decay_fraction,
                                        budget_s=60 * config.max_minutes if config.schedule_by == "time" else None)
         self.metrics = MetricsLog(self.out_dir / "metrics.jsonl")
         self.step = 0
