@@ -34,7 +34,8 @@ def _oracle(model: torch.nn.Module, cfg: TrainConfig, loss) -> list[float]:
     torch.manual_seed(cfg.seed)
     optimizer = build_optimizer(model, cfg)
     schedule = WarmupSchedule(optimizer, cfg.schedule, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                              max_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio)
+                              max_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio,
+                              decay_fraction=cfg.decay_fraction)
     batches = BucketedBatches(_examples(), cfg.tokens_per_batch, seed=cfg.seed, collate_fn=collate_labels)
     losses: list[float] = []
     while len(losses) < cfg.max_steps:

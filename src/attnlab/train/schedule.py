@@ -16,7 +16,7 @@ where the steps run out first it is exactly the step schedule.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
@@ -57,7 +57,7 @@ def lr_factor(kind: ScheduleKind, step: float, *, warmup_steps: int, max_steps: 
             return 1.0
         progress = min(1.0, (step - decay_start) / max(1e-9, max_steps - decay_start))
         return 1.0 - (1.0 - min_lr_ratio) * progress
-    raise ValueError(f"unknown schedule {kind!r}; expected inverse_sqrt, cosine, constant or wsd")
+    raise ValueError(f"unknown schedule {kind!r}; expected one of {', '.join(get_args(ScheduleKind))}")
 
 
 class WarmupSchedule:
