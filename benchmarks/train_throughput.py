@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/train_throughput.py [--threads 2] [--steps 10] [--tokens-per-batch 4096]
      [--sizes base,tiny] [--dtypes fp32,bf16] [--keep-freed-memory] [--no-memory] [--quick]
-     [--loss-chunk-tokens N]
+     [--loss-chunk-tokens N] [--copy]
 
 Data: Multi30k En->De train, attnlab's own data preparation (joint SentencePiece BPE, 8,000 pieces, shared
 vocabulary) and :class:`~attnlab.data.batching.BucketedBatches` under ``--tokens-per-batch``, epoch 0 in
@@ -17,7 +17,11 @@ Models (same size, same init seed; neither is the other's copy):
   :func:`attnlab.train.build_optimizer`'s AdamW, the schedule, metrics logging every 10 steps) -- exactly
   what ``attnlab train`` runs per step. Its loss projects the decoder states onto the vocabulary
   ``--loss-chunk-tokens`` target tokens at a time (:func:`attnlab.train.loss.linear_cross_entropy`; default
-  the library's :data:`~attnlab.train.loss.LOSS_CHUNK_TOKENS`, 0 = all (B, Tt, V) logits at once).
+  the library's :data:`~attnlab.train.loss.LOSS_CHUNK_TOKENS`, 0 = all (B, Tt, V) logits at once). With
+  ``--copy`` it is a pointer-generator (``copy=True``, as ``configs/debian-summarization.yaml``), whose loss goes
+  a slice of about that many target positions at a time under activation checkpointing
+  (:func:`attnlab.train.loss.sliced_cross_entropy`); the torch reference stays a plain Transformer, so compare
+  attnlab's columns between ``--loss-chunk-tokens 256`` and ``0``, not the ratio.
 * ``torch``: ``torch.nn.Transformer(batch_first=True)`` with the same ``d_model``/heads/FFN/layers/dropout
   and LayerNorm placement, one shared ``nn.Embedding`` scaled by ``sqrt(d_model)``, a sinusoidal table and
   embedding dropout, an output ``nn.Linear`` tied to the embedding; key padding masks for the source, the
@@ -159,7 +163,7 @@ class Candidates:
 
 
 def make_candidates(size: str, vocab: int, bf16: bool, norm_first: bool, workdir: Path,
-                    chunk_tokens: int = LOSS_CHUNK_TOKENS) -> Candidates:
+                    chunk_tokens: int = LOSS_CHUNK_TOKENS, copy: bool = False) -> Candidates:
     d, h, f, e, dl, p = SIZES[size]
     cfg = TrainConfig(lr=5e-4, warmup_steps=100, max_steps=10**6, label_smoothing=LABEL_SMOOTHING,
                       clip_grad_norm=1.0, bf16=bf16, best_metric="train_loss", log_every=10)
@@ -167,7 +171,7 @@ def make_candidates(size: str, vocab: int, bf16: bool, norm_first: bool, workdir
     # nn.Transformer applies its one dropout rate to the attention weights too: so does attnlab's model here.
     model = build_model(TransformerConfig(d_model=d, num_heads=h, ffn_dim=f, encoder_layers=e, decoder_layers=dl,
                                           dropout=p, attention_dropout=p, norm_first=norm_first,
-                                          share_embeddings=True, tie_output=True), vocab, vocab)
+                                          share_embeddings=True, tie_output=True, copy=copy), vocab, vocab)
     out_dir = Path(tempfile.mkdtemp(prefix=f"attnlab-{size}-", dir=workdir))
     loss = None if chunk_tokens == LOSS_CHUNK_TOKENS else functools.partial(  # None: the trainer's own
         teacher_forced_loss, label_smoothing=LABEL_SMOOTHING, chunk_tokens=chunk_tokens or None)
@@ -233,12 +237,12 @@ _MEM_CHILD = r"""
 import json, sys, torch
 sys.path.insert(0, sys.argv[1])
 import train_throughput as tt
-which, size, bf16, norm_first, vocab, path, threads, chunk = sys.argv[2:10]
+which, size, bf16, norm_first, vocab, path, threads, chunk, copy = sys.argv[2:11]
 torch.set_num_threads(int(threads))
 batch = torch.load(path, weights_only=False)
 with __import__("tempfile").TemporaryDirectory() as tmp:
     cands = tt.make_candidates(size, int(vocab), bf16 == "1", norm_first == "1", __import__("pathlib").Path(tmp),
-                               int(chunk))
+                               int(chunk), copy == "1")
     step = getattr(cands, which)
     step(batch)  # warm-up: kernels, AdamW moments
     def status(field):
@@ -255,10 +259,11 @@ print(json.dumps({"step_mib": (peak - before) / 1024, "peak_mib": peak / 1024}))
 
 
 def peak_memory(which: str, size: str, bf16: bool, norm_first: bool, vocab: int, batch_path: Path,
-                threads: int, chunk_tokens: int) -> dict[str, float]:
+                threads: int, chunk_tokens: int, copy: bool = False) -> dict[str, float]:
     """Always with glibc's default allocator settings (``--keep-freed-memory`` would hide the step's peak)."""
     args = [sys.executable, "-c", _MEM_CHILD, str(Path(__file__).resolve().parent), which, size, str(int(bf16)),
-            str(int(norm_first)), str(vocab), str(batch_path), str(threads), str(chunk_tokens)]
+            str(int(norm_first)), str(vocab), str(batch_path), str(threads), str(chunk_tokens),
+            str(int(copy))]
     res = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -296,6 +301,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny size, fp32 and bf16, 4 steps, no memory")
     parser.add_argument("--loss-chunk-tokens", type=int, default=LOSS_CHUNK_TOKENS,
                         help="attnlab's loss projects this many target tokens at a time (0 = all logits at once)")
+    parser.add_argument("--copy", action="store_true",
+                        help="attnlab's model is a pointer-generator (the summarization recipe's copy=True)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args()
     if args.quick:
@@ -312,7 +319,8 @@ def main() -> None:
     print(f"# device cpu; data: {what}; {len(batches)} batches of <= {args.tokens_per_batch} padded tokens "
           f"({args.warmup} warm-up + {args.steps} timed); {'post' if args.post_ln else 'pre'}-LN; "
           f"label smoothing {LABEL_SMOOTHING}, AdamW, clip 1.0; glibc keep-freed-memory "
-          f"{'on' if kept else 'off'}; attnlab loss chunk {args.loss_chunk_tokens or 'off (full logits)'}")
+          f"{'on' if kept else 'off'}; attnlab loss chunk {args.loss_chunk_tokens or 'off (full logits)'}"
+          + ("; attnlab model: pointer-generator (copy), torch: plain" if args.copy else ""))
     timed = batches[args.warmup:]
     tgt_tokens = [int((b.tgt_out != PAD_ID).sum()) for b in timed]
     all_tokens = [t + int(b.src_lens.sum()) for t, b in zip(tgt_tokens, timed, strict=True)]
@@ -329,7 +337,7 @@ def main() -> None:
         for size in sizes:
             for dtype in dtypes:
                 bf16 = dtype == "bf16"
-                cands = make_candidates(size, vocab, bf16, norm_first, workdir, args.loss_chunk_tokens)
+                cands = make_candidates(size, vocab, bf16, norm_first, workdir, args.loss_chunk_tokens, args.copy)
                 times = time_steps(cands, batches, args.warmup)
                 row = {"size": size, "dtype": dtype, "dims": SIZES[size]}
                 for name in ("attnlab", "torch"):
@@ -342,7 +350,7 @@ def main() -> None:
                 if not args.no_memory:
                     for name in ("attnlab", "torch"):
                         row[f"{name}_mem"] = peak_memory(name, size, bf16, norm_first, vocab, batch_path, args.threads,
-                                                         args.loss_chunk_tokens)
+                                                         args.loss_chunk_tokens, args.copy)
                 rows.append(row)
                 print(f"  measured {size} {dtype}: ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
 

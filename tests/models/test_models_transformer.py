@@ -253,12 +253,17 @@ def test_copy_needs_one_vocabulary_and_trains_every_parameter() -> None:
     assert missing == []
 
 
-def test_copy_has_no_linear_output_projection() -> None:
-    model = _copy_model()
-    src, lens, tgt = _batch(7, [4, 3], 3)
-    assert model.output_projection() is None
-    with pytest.raises(ValueError, match="project=False"):
-        model(src, lens, tgt, project=False)
+def test_copy_has_no_linear_output_projection_but_projects_any_slice_of_positions() -> None:
+    model = _copy_model().eval()
+    src, lens, tgt = _batch(7, [4, 3], 5)
+    assert model.output_projection() is None and model.sliced_output()
+    full = model(src, lens, tgt)
+    bare = model(src, lens, tgt, project=False)
+    assert bare.logits is None and bare.project is not None
+    torch.testing.assert_close(bare.hidden, full.hidden)
+    for a, b in [(0, 5), (0, 1), (2, 4), (4, 5)]:
+        torch.testing.assert_close(bare.project(bare.hidden[:, a:b]), full.logits[:, a:b], rtol=1e-5, atol=1e-6)
+    assert model(src, lens, tgt).project is None and not Transformer(TransformerConfig(**SMALL), 9, 9).sliced_output()
 
 
 def test_copy_under_bf16_autocast_is_a_float32_distribution() -> None:

@@ -8,6 +8,7 @@ beam search reorders the decoder state with :meth:`DecoderState.reorder`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,15 +34,19 @@ class AttentionMaps:
 class EncoderDecoderOutput:
     """Attributes:
     logits: ``(B, Tt, V)`` next-token scores for every target position; ``None`` only when ``project=False``
-        was passed to a model with an :meth:`EncoderDecoder.output_projection`.
+        was passed to a model with an :meth:`EncoderDecoder.output_projection` or a
+        :meth:`EncoderDecoder.sliced_output`.
     attention: the attention maps when ``need_weights=True`` was passed, else ``None``.
-    hidden: ``(B, Tt, D)`` the decoder states that ``output_projection()`` maps to ``logits``, from models that
-        have one; else ``None``.
+    hidden: ``(B, Tt, D)`` the decoder states that ``output_projection()`` (or ``project``) maps to ``logits``,
+        from models that have one; else ``None``.
+    project: with ``project=False`` on a model whose :meth:`EncoderDecoder.sliced_output` is true, the function
+        that maps ``hidden[:, a:b]`` to the ``(B, b - a, V)`` logits of those positions; else ``None``.
     """
 
     logits: torch.Tensor | None
     attention: AttentionMaps | None
     hidden: torch.Tensor | None = None
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class DecoderState(ABC):
@@ -102,6 +107,16 @@ class EncoderDecoder(nn.Module, ABC):
         (:func:`attnlab.train.loss.linear_cross_entropy`).
         """
         return None
+
+    def sliced_output(self) -> bool:
+        """Whether ``forward(..., project=False)`` returns ``logits=None``, the ``hidden`` states and ``project``,
+        a function from a slice of target positions ``hidden[:, a:b]`` to their logits (``False``, the default).
+
+        For a model whose logits are no linear map of ``hidden`` alone (the pointer-generator mixes in a copy
+        distribution over each row's source): the loss then computes them a slice of positions at a time
+        (:func:`attnlab.train.loss.sliced_cross_entropy`).
+        """
+        return False
 
     @abstractmethod
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> DecoderState:

@@ -19,6 +19,7 @@ decoders use it unchanged. It needs one vocabulary for both sides (``share_embed
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -381,36 +382,45 @@ class Transformer(EncoderDecoder):
         """Teacher-forced pass: ``src`` ``(B, Ts)``, ``src_lens`` ``(B,)``, ``tgt_in`` ``(B, Tt)``.
 
         Args:
-            project: ``False`` skips step 3 and returns ``logits=None``, for a loss that projects ``hidden`` with
-                :meth:`output_projection` itself, a chunk at a time. Not with ``copy``.
-
-        Raises:
-            ValueError: ``project=False`` with ``copy``, whose output is no linear projection of ``hidden``.
+            project: ``False`` skips step 3 and returns ``logits=None``, for a loss that projects ``hidden`` a
+                chunk at a time: with :meth:`output_projection`, or with ``copy`` (:meth:`sliced_output`) through
+                the returned ``project``, which maps ``hidden[:, a:b]`` to those positions' log-probabilities.
 
         Returns:
             logits ``(B, Tt, V)``; the decoder's final states ``hidden`` ``(B, Tt, D)``; with ``need_weights``,
             :class:`AttentionMaps` with ``encoder_self`` ``(Le, B, H, Ts, Ts)``, ``decoder_self``
             ``(Ld, B, H, Tt, Tt)`` and ``cross`` ``(Ld, B, H, Tt, Ts)``.
         """
-        if not project and self.config.copy:
-            raise ValueError("Transformer.forward: project=False needs the plain output projection, but copy=True "
-                             "mixes a copy distribution into the output; call it with project=True")
         # 1. Encode the source (padding keys masked by src_lens).
         memory, enc_maps = self._encode(src, src_lens, need_weights)  # (B, Ts, D)
         # 2. Decode all target positions at once under the causal mask.
         hidden, dec_outs = self._decode(tgt_in, memory, src_lens, need_weights=need_weights)  # (B, Tt, D)
         # 3. Project to the vocabulary (with copy: mix in the copy distribution over the source tokens).
         logits = self._project(hidden, src, src_lens, memory)[0] if project else None  # (B, Tt, V)
+        sliced = None
+        if not project and self.config.copy:
+            copy_keys = self.copy_key(memory)  # (B, Ts, D), projected once for every slice
+            sliced = functools.partial(self._project_slice, src=src, src_lens=src_lens, memory=memory,
+                                       copy_keys=copy_keys)
         if not need_weights:
-            return EncoderDecoderOutput(logits, None, hidden)
+            return EncoderDecoderOutput(logits, None, hidden, sliced)
         maps = AttentionMaps(encoder_self=torch.stack(enc_maps),  # (Le, B, H, Ts, Ts)
                              decoder_self=torch.stack([o.self_weights for o in dec_outs]),  # (Ld, B, H, Tt, Tt)
                              cross=torch.stack([o.cross_weights for o in dec_outs]))  # (Ld, B, H, Tt, Ts)
-        return EncoderDecoderOutput(logits, maps, hidden)
+        return EncoderDecoderOutput(logits, maps, hidden, sliced)
+
+    def _project_slice(self, hidden: torch.Tensor, *, src: torch.Tensor, src_lens: torch.Tensor,
+                       memory: torch.Tensor, copy_keys: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities ``(B, t, V)`` of the positions in ``hidden`` ``(B, t, D)`` (``copy`` only)."""
+        return self._project(hidden, src, src_lens, memory, copy_keys)[0]
 
     def output_projection(self) -> nn.Linear | None:
         """``output`` (tied to the target embedding with ``tie_output``); ``None`` with ``copy``."""
         return None if self.config.copy else self.output
+
+    def sliced_output(self) -> bool:
+        """``True`` with ``copy``: ``forward(..., project=False)`` returns ``project`` for a sliced loss."""
+        return self.config.copy
 
     def encode(self, src: torch.Tensor, src_lens: torch.Tensor) -> TransformerState:
         """Run the encoder once and set up empty caches for :meth:`decode_step`."""

@@ -8,7 +8,9 @@ Memory: the logits of a 4,096-token batch over an 8k vocabulary are 32M floats, 
 autocast, the log-probabilities saved for backward, their gradients). :func:`linear_cross_entropy` takes the
 decoder states instead and projects only the non-padding positions, ``chunk_tokens`` rows at a time: one
 chunk's logits exist at any moment. :func:`teacher_forced_loss` uses it for every model with an
-:meth:`~attnlab.models.base.EncoderDecoder.output_projection`.
+:meth:`~attnlab.models.base.EncoderDecoder.output_projection`. A pointer-generator's output mixes in a copy
+distribution over each row's source, so it is no linear map: :func:`sliced_cross_entropy` computes it a slice of
+target positions at a time under activation checkpointing instead, and recomputes each slice in the backward pass.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 from attnlab.core.types import Batch, LabelBatch
 from attnlab.models.base import EncoderDecoder
@@ -35,7 +38,8 @@ training speed relative to ``nn.Transformer`` was 1.14/1.17 at 128, 1.10-1.14/1.
 chunk is 8 MiB."""
 
 __all__ = ["LOSS_CHUNK_TOKENS", "PAD_ID", "adversarial_loss", "classification_loss", "linear_cross_entropy",
-           "loss_evaluator", "masked_cross_entropy", "mean_loss", "teacher_forced_loss", "token_loss"]
+           "loss_evaluator", "masked_cross_entropy", "mean_loss", "sliced_cross_entropy", "teacher_forced_loss",
+           "token_loss"]
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float = 0.0,
@@ -176,9 +180,55 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: tor
     return loss_sum, rows.shape[0]
 
 
-def _output_projection(model: torch.nn.Module) -> torch.nn.Linear | None:
+def sliced_cross_entropy(project: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor,
+                         target: torch.Tensor, *, label_smoothing: float = 0.0, pad_id: int = PAD_ID,
+                         chunk_tokens: int = LOSS_CHUNK_TOKENS) -> tuple[torch.Tensor, int]:
+    """:func:`masked_cross_entropy` of ``project(hidden)``, a slice of target positions at a time.
+
+    ``project`` maps ``hidden[:, a:b]`` ``(B, b - a, D)`` to those positions' logits ``(B, b - a, V)`` (a
+    pointer-generator: log-probabilities). Each slice holds about ``chunk_tokens`` positions (``B`` rows times
+    ``max(1, chunk_tokens // B)`` steps); with gradients on, each runs under activation checkpointing
+    (``torch.utils.checkpoint``), so only one slice's logits and the tensors ``project`` saves exist at a time,
+    forward or backward, for the price of computing ``project`` twice. Slices whose targets are all padding are
+    skipped. ``project`` must be deterministic (no dropout): the backward pass recomputes it. Loss and gradients
+    equal the whole-tensor path's up to float rounding (tests: float32 ``rtol=1e-5``, and under bf16 autocast).
+
+    Returns:
+        ``(loss_sum, num_tokens)`` as :func:`masked_cross_entropy`.
+    """
+    if hidden.shape[:-1] != target.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} does not match target {tuple(target.shape)}: "
+                         f"expected (B, Tt, D) and (B, Tt)")
+    if chunk_tokens < 1:
+        raise ValueError(f"sliced_cross_entropy: chunk_tokens must be >= 1, got {chunk_tokens}")
+
+    def slice_loss(part: torch.Tensor, part_target: torch.Tensor) -> torch.Tensor:
+        return masked_cross_entropy(project(part), part_target, label_smoothing=label_smoothing, pad_id=pad_id)[0]
+
+    steps = max(1, chunk_tokens // max(1, hidden.shape[0]))
+    total: torch.Tensor | None = None
+    for start in range(0, hidden.shape[1], steps):
+        part_target = target[:, start:start + steps]  # (B, t)
+        if not bool((part_target != pad_id).any()):
+            continue
+        part = hidden[:, start:start + steps]  # (B, t, D)
+        if torch.is_grad_enabled():
+            loss = checkpoint(slice_loss, part, part_target, use_reentrant=False)
+        else:
+            loss = slice_loss(part, part_target)
+        total = loss if total is None else total + loss
+    if total is None:  # every target is padding
+        total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32)) + 0.0 * hidden.sum()
+    return total, int((target != pad_id).sum())
+
+
+def _core(model: torch.nn.Module) -> torch.nn.Module:
     # DistributedDataParallel(model): the wrapper must be called (it syncs the gradients), the model asked.
-    core = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _output_projection(model: torch.nn.Module) -> torch.nn.Linear | None:
+    core = _core(model)
     return core.output_projection() if isinstance(core, EncoderDecoder) else None
 
 
@@ -187,9 +237,16 @@ def teacher_forced_loss(model: EncoderDecoder, batch: Batch, *, label_smoothing:
     """The encoder-decoder loss: logits of ``<bos> y1 .. yn`` scored against ``y1 .. yn <eos>``, summed over tokens.
 
     A model with an :meth:`~attnlab.models.base.EncoderDecoder.output_projection` returns its decoder states
-    (``project=False``) and :func:`linear_cross_entropy` projects them in chunks of ``chunk_tokens``; any other
-    model, or ``chunk_tokens=None``, goes through its full logits and :func:`masked_cross_entropy`.
+    (``project=False``) and :func:`linear_cross_entropy` projects them in chunks of ``chunk_tokens``; a model with
+    a :meth:`~attnlab.models.base.EncoderDecoder.sliced_output` (the pointer-generator) goes through
+    :func:`sliced_cross_entropy`; any other model, or ``chunk_tokens=None``, through its full logits and
+    :func:`masked_cross_entropy`.
     """
+    core = _core(model)
+    if chunk_tokens is not None and isinstance(core, EncoderDecoder) and core.sliced_output():
+        out = model(batch.src, batch.src_lens, batch.tgt_in, project=False)
+        return sliced_cross_entropy(out.project, out.hidden, batch.tgt_out, label_smoothing=label_smoothing,
+                                    chunk_tokens=chunk_tokens)
     head = _output_projection(model) if chunk_tokens is not None else None
     if head is None:
         logits = model(batch.src, batch.src_lens, batch.tgt_in).logits  # (B, Tt, V)
