@@ -56,23 +56,42 @@ def test_beam_and_n_best(dates_run: Path) -> None:
     assert res.rc == 2 and "--beam" in res.err
 
 
-def test_early_stopping_flag_reaches_beam_search(dates_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_early_stopping_and_length_penalty_flags_reach_beam_search(dates_run: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import attnlab.decode.translate as translate_module
 
-    seen: list[bool] = []
+    seen: list[tuple[bool, float]] = []
     real = translate_module.beam_search
 
     def spy(*args, **kwargs):
-        seen.append(kwargs["early_stopping"])
+        seen.append((kwargs["early_stopping"], kwargs["length_penalty"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(translate_module, "beam_search", spy)
-    for flags, expected in (([], False), (["--early-stopping"], True)):
+    saved = load_translator(dates_run / "best").config.decode.length_penalty
+    for flags, expected in (([], (False, saved)), (["--early-stopping"], (True, saved)),
+                            (["--length-penalty", "0.6"], (False, 0.6)), (["--length-penalty", "0"], (False, 0.0))):
         seen.clear()
         res = run_cli(["translate", "--checkpoint", str(dates_run / "best"), "--beam", "3", *flags], stdin=STDIN)
         assert res.rc == 0, res.err
         assert seen and set(seen) == {expected}
         assert len(res.out.split("\n")[:-1]) == len(SOURCES)
+    src = tmp_path / "sources.txt"
+    src.write_text("".join(s + "\n" for s in SOURCES), encoding="utf-8")
+    seen.clear()
+    res = run_cli(["evaluate", "--checkpoint", str(dates_run / "best"), "--src", str(src), "--ref", str(src),
+                   "--beam", "2", "--length-penalty", "0.25"])
+    assert res.rc == 0 and seen and set(seen) == {(False, 0.25)}, res.err
+
+
+@pytest.mark.parametrize("value", ["-0.5", "nan", "11", "x" * 500])
+def test_a_bad_length_penalty_is_one_line_exit_2(dates_run: Path, value: str) -> None:
+    for command in (["translate"], ["evaluate", "--split", "valid"]):
+        res = run_cli([*command, "--checkpoint", str(dates_run / "best"), "--length-penalty", value], stdin=STDIN)
+        assert res.rc == 2 and "--length-penalty" in res.err, res.err
+        assert "expected a number from 0 to 10" in res.err or "expected a number, got" in res.err
+        assert len(res.error_lines()) == 1 and len(res.error_lines()[0]) < 200 and "x" * 50 not in res.err
+        assert not res.out
 
 
 def test_invalid_utf8_exits_3_naming_the_line(dates_run: Path, tmp_path: Path) -> None:

@@ -36,6 +36,21 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def float_in(low: float, high: float) -> Callable[[str], float]:
+    """argparse ``type`` for a finite float flag in ``[low, high]``, refused with one line that quotes at most a few
+    dozen characters of the argument."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {short_repr(text, 40)}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {short_repr(text, 40)}")
+        return value
+
+    return parse
+
+
 SEED_MAX = 2**63 - 1
 
 

@@ -20,9 +20,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from attnlab.cli._run_options import int_in
+from attnlab.cli._run_options import float_in, int_in
 from attnlab.core.errors import ConfigError, DataError
-from attnlab.core.run_config import MAX_BEAM
+from attnlab.core.run_config import MAX_BEAM, MAX_LENGTH_PENALTY
 from attnlab.data.corpus import read_lines
 from attnlab.evaluate.bleu import EvalReport, score_corpus, score_files
 
@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--src", type=Path, help="source file to translate (with --checkpoint)")
     parser.add_argument("--beam", type=int_in(1, MAX_BEAM), default=5,
                         help="beam size of encoder-decoders; 1 = greedy (default 5)")
+    parser.add_argument("--length-penalty", type=float_in(0.0, MAX_LENGTH_PENALTY), default=None, metavar="A",
+                        help="beam search with --checkpoint: length normalization exponent, GNMT's alpha (0 = none; "
+                             "default: the run's decode.length_penalty)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch with --checkpoint")
     parser.add_argument("--device", default="cpu", help="device with --checkpoint (default cpu)")
     parser.add_argument("--out", type=Path, help="with --checkpoint: also write the translations here")
@@ -71,6 +74,8 @@ def _translate(args: argparse.Namespace, num_refs: list[int]) -> list[str]:
     if args.tgt_lang is None and translator.config.data.source != "task":
         args.tgt_lang = translator.config.data.tgt_lang
     translator.config = translator.config.replace("decode", batch_size=args.batch_size)
+    if args.length_penalty is not None:
+        translator.config = translator.config.replace("decode", length_penalty=args.length_penalty)
     hypotheses = [t.text for t in translator.translate(sources, beam_size=args.beam)]
     if args.out is not None:
         _write_lines(args.out, hypotheses)
@@ -107,7 +112,8 @@ def _score_split(args: argparse.Namespace) -> int:
         raise ConfigError("--out and --tgt-lang go with --src/--ref; the checkpoint's own split needs neither")
     if args.beam < 1:
         raise ConfigError("--beam must be at least 1")
-    _, reports = score_checkpoint(args.checkpoint, beams=(args.beam,), baseline=args.baseline, split=args.split)
+    _, reports = score_checkpoint(args.checkpoint, beams=(args.beam,), baseline=args.baseline, split=args.split,
+                                  length_penalty=args.length_penalty)
     if args.json:
         print(json.dumps({r.name: r.metrics for r in reports}, indent=2, ensure_ascii=False))
     else:
@@ -125,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     if args.split != "test" or args.baseline:
         raise ConfigError("--split and --baseline go with --checkpoint alone")
     if args.hyp is not None:
-        if args.src is not None or args.out is not None:
-            raise ConfigError("--src and --out go with --checkpoint, not with --hyp")
+        if args.src is not None or args.out is not None or args.length_penalty is not None:
+            raise ConfigError("--src, --out and --length-penalty go with --checkpoint, not with --hyp")
         report = score_files(args.hyp, args.ref, tgt_lang=args.tgt_lang)
     else:
         references = [read_lines(p) for p in args.ref]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from attnlab.cli._run_options import int_in
+from attnlab.cli._run_options import float_in, int_in
 from attnlab.core.errors import ConfigError, DataError
-from attnlab.core.run_config import MAX_BEAM
+from attnlab.core.run_config import MAX_BEAM, MAX_LENGTH_PENALTY
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--early-stopping", action="store_true",
                    help="beam search: stop a sentence once N hypotheses have ended (faster; default: the run's "
                         "decode.early_stopping, else the exact rule)")
+    p.add_argument("--length-penalty", type=float_in(0.0, MAX_LENGTH_PENALTY), default=None, metavar="A",
+                   help="beam search: length normalization exponent, GNMT's alpha (0 = none; default: the run's "
+                        "decode.length_penalty)")
     p.add_argument("--input", metavar="FILE", help="input file (default: stdin)")
     p.add_argument("--output", metavar="FILE", help="output file (default: stdout); written only when all is done")
     p.set_defaults(func=run)
@@ -56,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--beam must be at least 1, got {args.beam}")
     translator = load_translator(args.checkpoint)
     if args.early_stopping:
-        config = translator.config
-        translator.config = replace(config, decode=replace(config.decode, early_stopping=True))
+        translator.config = translator.config.replace("decode", early_stopping=True)
+    if args.length_penalty is not None:
+        translator.config = translator.config.replace("decode", length_penalty=args.length_penalty)
     beam = translator.config.decode.beam_size if args.beam is None else args.beam
     if args.n_best < 1 or args.n_best > beam:
         raise ConfigError(f"--n-best {args.n_best} needs a beam of at least {args.n_best} (beam is {beam}); "

@@ -119,17 +119,20 @@ def score_test(run: RunResult, *, beams: Sequence[int] = (1,), write: bool = Tru
 
 
 def score_checkpoint(path: str | Path, *, beams: Sequence[int] = (1,), baseline: bool = False,
-                     split: str = "test") -> tuple[Any, list[TestReport]]:
+                     split: str = "test", length_penalty: float | None = None) -> tuple[Any, list[TestReport]]:
     """Score a checkpoint on a split (``"test"`` or ``"valid"``) of the data it was trained on.
 
     The data is read again with the run's own data options and the checkpoint's text pipeline (so the split is
-    the same one). ``baseline`` also fits and scores the task's baseline on that run's training split. Returns
+    the same one). ``baseline`` also fits and scores the task's baseline on that run's training split;
+    ``length_penalty`` replaces the run's ``decode.length_penalty`` for beam search. Returns
     ``(predictor, reports)``.
     """
     if split not in ("test", "valid"):
         raise ConfigError(f"split must be 'test' or 'valid', got {str(split)[:40]!r}")
     ckpt = load_checkpoint(resolve_checkpoint(path))
     predictor = predictor_from_checkpoint(ckpt)
+    if length_penalty is not None:
+        predictor.config = predictor.config.replace("decode", length_penalty=length_penalty)
     cfg = predictor.config
     task = get_task(cfg.task_name)
     data = task.prepare(cfg, ckpt.extra, where=str(ckpt.path))
