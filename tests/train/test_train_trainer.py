@@ -235,6 +235,51 @@ def test_keep_snapshots_keeps_the_newest_n_weights_and_resume_adds_to_them(tmp_p
         Trainer(make_model(), cfg, FakeBatches(), out, progress=False).fit()
 
 
+@pytest.mark.parametrize("average_score", [9.0, 0.5], ids=["average-wins", "average-loses"])
+def test_average_snapshots_is_evaluated_and_becomes_best_only_if_it_beats_it(tmp_path: Path,
+                                                                            average_score: float) -> None:
+    from attnlab.train.trainer import list_snapshots
+
+    out = tmp_path / "run"
+    cfg = tiny_config(max_steps=12, eval_every=4, save_every=3, keep_snapshots=3, average_snapshots=True,
+                      best_metric="val_score", best_mode="max")
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"val_score": [1.0, 2.0, 1.5, average_score][len(seen) - 1]}  # steps 4, 8, 12, then the average
+
+    model = make_model()
+    result = Trainer(model, cfg, FakeBatches(), out, evaluate=evaluate, progress=False,
+                     extra_state={"vocab": ["a"]}).fit()
+    kept = [load_checkpoint(p) for p in list_snapshots(out / "snapshots")]
+    assert [k.step for k in kept] == [6, 9, 12] and len(seen) == 4
+    # the fourth evaluation saw the mean of the three snapshots (integer buffers: the newest's value)
+    mean = {name: sum(k.model_state[name].double() for k in kept) / 3 if t.is_floating_point() else t
+            for name, t in kept[-1].model_state.items()}
+    assert any(t.is_floating_point() for t in mean.values())
+    for name, want in mean.items():
+        torch.testing.assert_close(seen[3][name].to(want.dtype), want, rtol=0, atol=1e-6)
+    last = load_checkpoint(out / "last")
+    assert all(torch.equal(p, last.model_state[n]) for n, p in model.state_dict().items())  # trained weights back
+    record = read_metrics(out, "average")
+    assert record == [{"kind": "average", "step": 12, "snapshots": [6, 9, 12], "val_score": average_score,
+                       "selected": average_score > 2.0}]
+    best = load_checkpoint(out / "best")
+    if average_score > 2.0:
+        assert result.best_value == average_score and result.best_step == 12 and best.step == 12
+        assert [a["step"] for a in best.extra["averaged_from"]] == [6, 9, 12] and best.extra["vocab"] == ["a"]
+        assert all(torch.equal(best.model_state[n], seen[3][n]) for n in mean)
+    else:
+        assert result.best_value == 2.0 and result.best_step == 8 and best.step == 8
+        assert "averaged_from" not in best.extra
+
+
+def test_average_snapshots_needs_two_snapshots_kept() -> None:
+    with pytest.raises(ConfigError, match="average_snapshots.*keep_snapshots to 2 or more"):
+        tiny_config(average_snapshots=True, keep_snapshots=1)
+
+
 def test_no_snapshots_by_default(tmp_path: Path) -> None:
     out = tmp_path / "run"
     Trainer(make_model(), tiny_config(max_steps=6, save_every=3), FakeBatches(), out, progress=False).fit()

@@ -64,6 +64,10 @@ class TrainConfig:
     keep_snapshots: int = option(0, help="also keep the model weights of the last N saves of OUT/last (every "
                                          "save_every steps and the final step) in OUT/snapshots/step-NNNNNNN, "
                                          "for checkpoint averaging with `attnlab average` (0 = off)")
+    average_snapshots: bool = option(False, help="after training, evaluate the mean of the kept snapshots "
+                                                 "(keep_snapshots >= 2) like any evaluation; if its best_metric "
+                                                 "beats OUT/best's it becomes OUT/best, the checkpoint the test "
+                                                 "split is scored with")
     ema_decay: float = option(0.0, help="keep an exponential moving average of the weights (Polyak averaging) with "
                                         "this decay, e.g. 0.998 (0 = off); evaluation, OUT/best and snapshots use "
                                         "the averaged weights, OUT/last keeps the trained ones and the average")
@@ -99,6 +103,9 @@ class TrainConfig:
         check_range(owner, "min_lr_ratio", self.min_lr_ratio, low=0.0, high=1.0)
         check_range(owner, "decay_fraction", self.decay_fraction, low=0.0, high=1.0, low_inclusive=False)
         check_range(owner, "keep_snapshots", self.keep_snapshots, low=0)
+        if self.average_snapshots and self.keep_snapshots < 2:
+            raise ConfigError(f"{owner}.average_snapshots: averages the kept snapshots; set keep_snapshots to 2 or "
+                              f"more (got {self.keep_snapshots})")
         check_range(owner, "adversarial_eps", self.adversarial_eps, low=0.0)
         if self.init_modules and self.init_from is None:
             raise ConfigError(f"{owner}.init_modules: names what to copy from init_from; set init_from too")

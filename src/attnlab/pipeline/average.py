@@ -13,31 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from attnlab.core.errors import CheckpointError
 from attnlab.pipeline.load import predictor_from_checkpoint
-from attnlab.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from attnlab.train.checkpoint import Checkpoint, load_checkpoint, mean_state, save_checkpoint
 
 __all__ = ["average_checkpoints", "mean_state"]
-
-
-def mean_state(states: Sequence[dict[str, torch.Tensor]], names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the floating tensors ``names`` over ``states`` (summed in float64, cast back).
-
-    Non-floating tensors (integer buffers such as counters) are not averaged: the last state's value is kept.
-    """
-    out = {}
-    for name in names:
-        last = states[-1][name]
-        if not last.dtype.is_floating_point:
-            out[name] = last.clone()
-            continue
-        total = torch.zeros(last.shape, dtype=torch.float64)
-        for state in states:
-            total += state[name].to(torch.float64)
-        out[name] = (total / len(states)).to(last.dtype)
-    return out
 
 
 def _check_compatible(ckpts: Sequence[Checkpoint]) -> None:

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,8 @@ from attnlab.train.rng import capture_rng, restore_rng
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Checkpoint", "capture_rng", "load_checkpoint", "restore_rng",
-           "save_checkpoint", "write_json_atomic"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Checkpoint", "capture_rng", "load_checkpoint", "mean_state",
+           "restore_rng", "save_checkpoint", "write_json_atomic"]
 
 
 @dataclass
@@ -323,3 +324,21 @@ def load_checkpoint(directory: str | os.PathLike[str], model: nn.Module | None =
                       scheduler_state=state.get("scheduler", {}), rng=state.get("rng", {}),
                       data_state=state.get("data", {}), config=config, extra=extra,
                       trainer_state=state.get("trainer", {}), meta=meta)
+
+
+def mean_state(states: Sequence[dict[str, torch.Tensor]], names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the floating tensors ``names`` over ``states`` (summed in float64, cast back).
+
+    Non-floating tensors (integer buffers such as counters) are not averaged: the last state's value is kept.
+    """
+    out = {}
+    for name in names:
+        last = states[-1][name]
+        if not last.dtype.is_floating_point:
+            out[name] = last.clone()
+            continue
+        total = torch.zeros(last.shape, dtype=torch.float64)
+        for state in states:
+            total += state[name].to(torch.float64)
+        out[name] = (total / len(states)).to(last.dtype)
+    return out

@@ -13,7 +13,9 @@ One run lives in an output directory::
     OUT/best/           the checkpoint with the best ``best_metric`` so far
                         (with ``ema_decay``: its model weights are the averaged ones that were evaluated)
     OUT/snapshots/      with ``keep_snapshots: N``: the model weights of the last N saves of ``last``, one
-                        inference-only checkpoint per step (``step-0004400``), for checkpoint averaging
+                        inference-only checkpoint per step (``step-0004400``), for checkpoint averaging;
+                        with ``average_snapshots`` their mean is evaluated at the end and becomes ``best``
+                        if it beats it (an ``"average"`` record in metrics.jsonl says which)
 
 Exact resume: a checkpoint holds everything the next step depends on -- parameters, AdamW moments, the
 schedule step, the RNG states (dropout), the data position inside the epoch and the trainer's own
@@ -58,7 +60,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from attnlab.core.config import to_dict
 from attnlab.core.errors import ConfigError, DataError, DivergedError
 from attnlab.core.train_config import TrainConfig
-from attnlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, write_json_atomic
+from attnlab.train.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    mean_state,
+    restore_rng,
+    save_checkpoint,
+    write_json_atomic,
+)
 from attnlab.train.distributed import SINGLE, DistContext, rows, seed_step, shard, sum_hook
 from attnlab.train.ema import averaged_weights, drop_averages, update_averages
 from attnlab.train.loss import teacher_forced_loss
@@ -463,11 +472,51 @@ class Trainer:
         return reason
 
     def _finish(self, signals: StopSignals) -> None:
-        """Final evaluation (unless one just ran) and the final ``OUT/last`` checkpoint."""
+        """Final evaluation (unless one just ran), the final ``OUT/last`` checkpoint and, with
+        ``average_snapshots``, the evaluation of the snapshots' mean."""
         if self._counters.last_eval_step != self.step and self._counters.eval_tokens > 0:
             self._evaluate(signals)
         if self._saved_step != self.step:
             self._save(self.last_dir, signals)
+        if self.config.average_snapshots and self.dist.is_main:
+            self._average_snapshots(signals)
+
+    def _average_snapshots(self, signals: StopSignals) -> None:
+        """Evaluate the mean of the kept snapshots; if its ``best_metric`` beats ``OUT/best``'s, it becomes
+        ``OUT/best`` (an inference checkpoint listing its sources under ``averaged_from``). Logged as an
+        ``"average"`` record; the model keeps its trained weights."""
+        cfg, c = self.config, self._counters
+        snapshots = [load_checkpoint(path) for path in list_snapshots(self.out_dir / SNAPSHOTS_DIR)]
+        if len(snapshots) < 2:
+            logger.warning("average_snapshots: %d snapshot(s) kept, nothing to average", len(snapshots))
+            return
+        trained = {name: t.clone() for name, t in self.model.state_dict().items()}
+        self.model.load_state_dict(mean_state([s.model_state for s in snapshots], list(trained)))
+        rng = capture_rng()
+        try:
+            model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to("cpu")
+            metrics = {str(k): float(v) for k, v in self.evaluate(model).items()} if self.evaluate else {}
+            value = metrics.get(cfg.best_metric, math.nan)
+            better = not math.isnan(value) and (c.best_value is None or (
+                value < c.best_value if cfg.best_mode == "min" else value > c.best_value))
+            steps = [s.step for s in snapshots]
+            self.metrics.write({"kind": "average", "step": self.step, "snapshots": steps, **metrics,
+                                "selected": better})
+            logger.info("average of the snapshots of steps %s: %s=%.4g against OUT/best's %.4g (step %s): %s",
+                        ", ".join(map(str, steps)), cfg.best_metric, value,
+                        c.best_value if c.best_value is not None else math.nan, c.best_step,
+                        "it becomes OUT/best" if better else "OUT/best stays")
+            if better:
+                extra = {**self.extra_state, "averaged_from": [{"path": str(s.path), "step": s.step}
+                                                               for s in snapshots]}
+                with signals.critical():
+                    save_checkpoint(self.best_dir, model=self.model, step=self.step, config=self.run_config,
+                                    extra=extra)
+                c.best_value, c.best_step = value, self.step
+        finally:
+            restore_rng(rng)
+            self.model.load_state_dict(trained)
+            self.model.train()
 
     def _evaluate(self, signals: StopSignals) -> bool:
         """Run the evaluation, log it, update ``OUT/best``; return whether early stopping triggers."""
