@@ -220,9 +220,10 @@ def test_models_without_a_linear_projection_keep_the_logits_path() -> None:
     torch.testing.assert_close(loss_sum, ref)
 
 
-def test_through_distributed_data_parallel_the_gradients_are_unchanged(tmp_path: Path) -> None:
-    """One gloo rank: the loss calls the DDP wrapper (``project=False`` passes through) and reads the model's head."""
-    model, batch = _transformer(dropout=0.0), _batch(4)
+def whole_and_ddp_chunked_grads(model: torch.nn.Module, batch: Batch,
+                                tmp_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The gradients of the whole-logits loss, and of the chunked one through a one-rank gloo DDP wrapper (names
+    without ``module.``)."""
     _, _, ref_grads = _loss_and_grads(model, batch, label_smoothing=0.1, chunk_tokens=None)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -230,9 +231,16 @@ def test_through_distributed_data_parallel_the_gradients_are_unchanged(tmp_path:
         _, _, grads = _loss_and_grads(ddp, batch, label_smoothing=0.1, chunk_tokens=7)
     finally:
         dist.destroy_process_group()
-    assert {f"module.{k}" for k in ref_grads} == grads.keys()
+    assert all(k.startswith("module.") for k in grads)
+    return ref_grads, {k.removeprefix("module."): g for k, g in grads.items()}
+
+
+def test_through_distributed_data_parallel_the_gradients_are_unchanged(tmp_path: Path) -> None:
+    """One gloo rank: the loss calls the DDP wrapper (``project=False`` passes through) and reads the model's head."""
+    ref_grads, grads = whole_and_ddp_chunked_grads(_transformer(dropout=0.0), _batch(4), tmp_path)
+    assert ref_grads.keys() == grads.keys()
     for name, want in ref_grads.items():
-        torch.testing.assert_close(grads[f"module.{name}"], want, **FP32_TOL)
+        torch.testing.assert_close(grads[name], want, **FP32_TOL)
 
 
 def test_validation_loss_is_the_same_on_both_paths() -> None:

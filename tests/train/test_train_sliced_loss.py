@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-from test_train_linear_loss import BF16_GRAD_REL, FP32_TOL, V, _batch, _LogitsShapes, _loss_and_grads
+from test_train_linear_loss import (
+    BF16_GRAD_REL,
+    FP32_TOL,
+    V,
+    _batch,
+    _LogitsShapes,
+    _loss_and_grads,
+    whole_and_ddp_chunked_grads,
+)
 
 from attnlab.core.model_config import TransformerConfig
 from attnlab.models import Transformer
@@ -109,12 +116,5 @@ def test_bad_shapes_and_chunk_sizes_are_clear_errors() -> None:
 
 def test_through_distributed_data_parallel_the_gradients_are_unchanged(tmp_path: Path) -> None:
     """One gloo rank: ``project=False`` and the returned ``project`` pass through the DDP wrapper."""
-    model, batch = _copy_model(dropout=0.0), _batch(5)
-    _, _, ref_grads = _loss_and_grads(model, batch, label_smoothing=0.1, chunk_tokens=None)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        _, _, grads = _loss_and_grads(ddp, batch, label_smoothing=0.1, chunk_tokens=7)
-    finally:
-        dist.destroy_process_group()
-    _assert_grads_equal({k.removeprefix("module."): g for k, g in grads.items()}, ref_grads, **FP32_TOL)
+    ref_grads, grads = whole_and_ddp_chunked_grads(_copy_model(dropout=0.0), _batch(5), tmp_path)
+    _assert_grads_equal(grads, ref_grads, **FP32_TOL)
