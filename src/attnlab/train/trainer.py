@@ -481,6 +481,24 @@ class Trainer:
         if self.config.average_snapshots and self.dist.is_main:
             self._average_snapshots(signals)
 
+    def _task_metrics(self) -> dict[str, float]:
+        """The evaluation function's metrics of the model's current weights (``{}`` without one)."""
+        if self.evaluate is None:
+            return {}
+        rng = capture_rng()  # evaluation must not shift the training random streams
+        try:
+            # The tasks' evaluators work on the CPU: off it, they get a CPU copy (not tested: no GPU here).
+            model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to("cpu")
+            return {str(k): float(v) for k, v in self.evaluate(model).items()}
+        finally:
+            restore_rng(rng)
+            self.model.train()
+
+    def _beats_best(self, value: float) -> bool:
+        """Whether ``value`` of ``best_metric`` improves on the best so far (never when NaN)."""
+        best, mode = self._counters.best_value, self.config.best_mode
+        return not math.isnan(value) and (best is None or (value < best if mode == "min" else value > best))
+
     def _average_snapshots(self, signals: StopSignals) -> None:
         """Evaluate the mean of the kept snapshots; if its ``best_metric`` beats ``OUT/best``'s, it becomes
         ``OUT/best`` (an inference checkpoint listing its sources under ``averaged_from``). Logged as an
@@ -492,13 +510,10 @@ class Trainer:
             return
         trained = {name: t.clone() for name, t in self.model.state_dict().items()}
         self.model.load_state_dict(mean_state([s.model_state for s in snapshots], list(trained)))
-        rng = capture_rng()
         try:
-            model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to("cpu")
-            metrics = {str(k): float(v) for k, v in self.evaluate(model).items()} if self.evaluate else {}
+            metrics = self._task_metrics()
             value = metrics.get(cfg.best_metric, math.nan)
-            better = not math.isnan(value) and (c.best_value is None or (
-                value < c.best_value if cfg.best_mode == "min" else value > c.best_value))
+            better = self._beats_best(value)
             steps = [s.step for s in snapshots]
             self.metrics.write({"kind": "average", "step": self.step, "snapshots": steps, **metrics,
                                 "selected": better})
@@ -514,9 +529,7 @@ class Trainer:
                                     extra=extra)
                 c.best_value, c.best_step = value, self.step
         finally:
-            restore_rng(rng)
             self.model.load_state_dict(trained)
-            self.model.train()
 
     def _evaluate(self, signals: StopSignals) -> bool:
         """Run the evaluation, log it, update ``OUT/best``; return whether early stopping triggers."""
@@ -535,16 +548,7 @@ class Trainer:
         """Rank 0's evaluation (see :meth:`_evaluate`)."""
         cfg, c = self.config, self._counters
         metrics = {"train_loss": c.eval_loss_sum / c.eval_tokens if c.eval_tokens else math.nan}
-        if self.evaluate is not None:
-            rng = capture_rng()  # evaluation must not shift the training random streams
-            try:
-                # The tasks' evaluators work on the CPU: off it, they get a CPU copy (not tested: no GPU here).
-                model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to("cpu")
-                results = self.evaluate(model)
-            finally:
-                restore_rng(rng)
-                self.model.train()
-            metrics.update({str(k): float(v) for k, v in results.items()})
+        metrics.update(self._task_metrics())
         c.eval_loss_sum, c.eval_tokens = 0.0, 0
         c.last_eval_step = self.step
         c.eval_metrics = metrics
@@ -554,9 +558,7 @@ class Trainer:
             raise ConfigError(f"best_metric {cfg.best_metric!r} is not among the evaluation metrics "
                               f"({', '.join(sorted(metrics))}); set best_metric to one of them")
         value = metrics[cfg.best_metric]
-        improved = not math.isnan(value) and (
-            c.best_value is None or (value < c.best_value if cfg.best_mode == "min" else value > c.best_value))
-        if improved:
+        if self._beats_best(value):
             c.best_value, c.best_step, c.bad_evals = value, self.step, 0
             self._save(self.best_dir, signals)
         else:
