@@ -14,7 +14,7 @@ from train_fixtures import FakeBatches, make_model, tiny_config
 
 from attnlab.core.errors import CheckpointError, ExitCode
 from attnlab.train import checkpoint as ckpt_mod
-from attnlab.train.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from attnlab.train.checkpoint import capture_rng, load_checkpoint, replace_config, restore_rng, save_checkpoint
 from attnlab.train.loss import masked_cross_entropy
 from attnlab.train.trainer import build_optimizer
 
@@ -225,6 +225,30 @@ def test_broken_checkpoints_give_one_line_errors(tmp_path: Path, how: str, needl
     assert needle in message and str(path) in message and "\n" not in message
     assert info.value.exit_code == ExitCode.CHECKPOINT
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # nothing modified
+
+
+def test_replace_config_changes_config_json_alone(tmp_path: Path) -> None:
+    model, opt = _trained()
+    path = _save(tmp_path / "ck", model, opt)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    assert replace_config(path, {"train": {"lr": 0.1}, "decode": {"length_penalty": 1.4}}) == path
+    after = load_checkpoint(path, make_model(3), build_optimizer(make_model(3), tiny_config()))
+    assert after.config == {"train": {"lr": 0.1}, "decode": {"length_penalty": 1.4}} and after.step == 3
+    changed = [name for name in before if (path / name).read_bytes() != before[name]]
+    assert sorted(changed) == ["config.json", "meta.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
+@pytest.mark.parametrize("how", ["truncated_model", "bad_state_json"])
+def test_replace_config_refuses_a_broken_checkpoint_and_leaves_it(tmp_path: Path, how: str) -> None:
+    model, opt = _trained()
+    path = _save(tmp_path / "ck", model, opt)
+    _corrupt(path, how)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    with pytest.raises(CheckpointError) as info:
+        replace_config(path, {"decode": {"length_penalty": 1.4}})
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
 
 
 def test_shape_mismatch_names_the_tensor(tmp_path: Path) -> None:

@@ -17,12 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/last")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--test-beam", type=int, default=None, metavar="N",
-                   help="after training, also score the test split with beam size N (text-to-text tasks)")
+                   help="after training, also score the test split with beam size N (text-to-text tasks); "
+                        "decode.tune_length_penalty chooses its length penalty on validation first")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from attnlab.pipeline import score_test, train_run
+    from attnlab.pipeline.tune import check_tuning, tune_length_penalty
     from attnlab.train.allocator import cap_kernel_caches, keep_freed_memory
     from attnlab.train.distributed import teardown
 
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     cap_kernel_caches()
     saved = saved_run_config(args.out) if args.resume else None
     cfg = run_config_from_args(args, saved=saved)
+    tune_beam = check_tuning(cfg, args.test_beam)  # refuse before training, not after
     try:
         result = train_run(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     finally:
@@ -40,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {tr.step} steps in {result.seconds:.0f}s ({tr.stop_reason}); final train loss {tr.final_loss:.3f}")
     if tr.best_value is not None:
         print(f"best {cfg.train.best_metric} = {tr.best_value:.4f} at step {tr.best_step} -> {tr.out_dir / 'best'}")
+    choice = tune_length_penalty(result, beam_size=tune_beam)
+    if choice is not None:
+        print(choice.line)
     beams = [1] + ([args.test_beam] if args.test_beam and args.test_beam > 1 else [])
     for report in score_test(result, beams=beams):
         print(report.line)

@@ -70,7 +70,7 @@ from attnlab.train.rng import capture_rng, restore_rng
 logger = logging.getLogger(__name__)
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Checkpoint", "capture_rng", "load_checkpoint", "mean_state",
-           "restore_rng", "save_checkpoint", "write_json_atomic"]
+           "replace_config", "restore_rng", "save_checkpoint", "write_json_atomic"]
 
 
 @dataclass
@@ -166,7 +166,6 @@ def save_checkpoint(directory: str | os.PathLike[str], *, model: nn.Module,
         checkpoint, if any, is then left as it was).
     """
     target = Path(directory)
-    parent = target.parent
     model_tensors, aliases = _model_tensors(model)
     state: dict[str, Any] = {
         "step": step, "scheduler": scheduler_state or {}, "data": data_state or {},
@@ -183,6 +182,19 @@ def save_checkpoint(directory: str | os.PathLike[str], *, model: nn.Module,
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"cannot save checkpoint {target}: state is not JSON-ready ({one_line(exc)})") from None
 
+    files = {MODEL_FILE: safetensors.torch.save(model_tensors)}
+    if opt_tensors is not None:
+        files[OPTIMIZER_FILE] = safetensors.torch.save(opt_tensors)
+    files.update(encoded)
+    _publish(target, step, files)
+    logger.debug("saved checkpoint %s (step %d)", target, step)
+    return target
+
+
+def _publish(target: Path, step: int, files: dict[str, bytes]) -> None:
+    """Write ``files`` and their ``meta.json`` to a temporary sibling of ``target``, then swap it in (the
+    module docstring's sequence of fsyncs and renames)."""
+    parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
@@ -190,10 +202,6 @@ def save_checkpoint(directory: str | os.PathLike[str], *, model: nn.Module,
         raise _unwritable(target, exc) from None
     old: Path | None = None
     try:
-        files = {MODEL_FILE: safetensors.torch.save(model_tensors)}
-        if opt_tensors is not None:
-            files[OPTIMIZER_FILE] = safetensors.torch.save(opt_tensors)
-        files.update(encoded)
         for name, data in files.items():
             _write_bytes(tmp / name, data)
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "step": step, "created": time.time(),
@@ -217,7 +225,25 @@ def save_checkpoint(directory: str | os.PathLike[str], *, model: nn.Module,
             raise _unwritable(target, exc) from None
         raise
     _remove_stale(target)
-    logger.debug("saved checkpoint %s (step %d)", target, step)
+
+
+def replace_config(directory: str | os.PathLike[str], config: dict[str, Any]) -> Path:
+    """Atomically give the checkpoint in ``directory`` a new ``config.json`` (e.g. a decoding setting chosen
+    after training); every other file is kept byte for byte. The checkpoint is verified first (as by
+    :func:`load_checkpoint`); returns the directory written."""
+    ckpt = load_checkpoint(directory)
+    try:
+        encoded = _json_bytes(_to_json(config))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot save checkpoint {ckpt.path}: config is not JSON-ready "
+                              f"({one_line(exc)})") from None
+    try:
+        files = {name: (ckpt.path / name).read_bytes() for name in ckpt.meta["files"]}
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {ckpt.path}: {exc.strerror or one_line(exc)}") from None
+    files[CONFIG_FILE] = encoded
+    target = Path(directory)
+    _publish(target, ckpt.step, files)
     return target
 
 
