@@ -1,5 +1,6 @@
-"""Data-parallel training under torchrun (2 processes, gloo, loopback only): DDP equals one process, resumes
-exactly (also across a change of world size), and stops all ranks cleanly on SIGTERM.
+"""Data-parallel training under torchrun and with ``train.processes`` (2 processes, gloo, loopback only): DDP
+equals one process, resumes exactly (also across a change of world size), and stops all ranks cleanly on SIGTERM;
+the one-command group equals torchrun's and ends in one line when a worker dies.
 
 Each torchrun launch starts three Python processes (agent + 2 ranks) on a 2-core machine: the tests train
 tiny models for a few steps and are bounded in time; they prove correctness, not speed.
@@ -7,8 +8,10 @@ tiny models for a few steps and are bounded in time; they prove correctness, not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,3 +183,134 @@ def test_sigterm_to_torchrun_stops_all_ranks_with_a_checkpoint(tmp_path: Path) -
     assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]
     assert f"after step {state['step']};" in stops[0] and "checkpoint saved to" in stops[0]
     assert "[rank0]: Traceback" not in err and "[rank1]: Traceback" not in err
+
+
+# ------------------------------------------------------------------- 2 ranks, one command: train.processes
+
+
+def _local(argv: list[str]) -> list[str]:
+    return _single([*argv, "--set", "train.processes=2"])
+
+
+def _torchrun_reference(root: Path) -> Path:
+    """The 6-step torchrun run of the transformer (first test), trained here if that test did not run."""
+    two = root / "two-transformer"
+    if not (two / "last").is_dir():
+        _run(_torchrun([*TRANSFORMER_ARGS, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(two)]))
+    return two
+
+
+def test_processes_2_trains_what_torchrun_trains(root: Path) -> None:
+    local = root / "local-transformer"
+    res = _run(_local([*TRANSFORMER_ARGS, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(local)]))
+    # The same group (rank 0 = the command itself, rank 1 = the worker it starts), the same operations: bit for bit.
+    _assert_close_runs(_torchrun_reference(root), local, rtol=0.0, atol=0.0)
+    assert res.stdout.count("trained 6 steps") == 1  # rank 0 alone reports
+    assert json.loads((local / "config.json").read_text(encoding="utf-8"))["train"]["processes"] == 2
+
+
+def test_processes_2_resumes_exactly(root: Path) -> None:
+    resumed = root / "local-resumed"
+    _run(_local([*TRANSFORMER_ARGS, *EQUAL_ADAM, "--max-steps", "3", "--out", str(resumed)]))
+    _run(_local([*TRANSFORMER_ARGS, *EQUAL_ADAM, "--max-steps", str(STEPS), "--resume", "--out", str(resumed)]))
+    _assert_close_runs(_torchrun_reference(root), resumed, rtol=0.0, atol=0.0)
+
+
+def _start_local(out: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A long 2-process run in its own session, its stderr in a file; returns once training is under way."""
+    err = tmp_path / "stderr.txt"
+    cmd = _local([*TRANSFORMER_ARGS, "--max-steps", "100000", "--set", "train.save_every=100000",
+                  "--out", str(out)])
+    with open(err, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=fh, text=True,
+                                start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT
+    metrics = out / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text(encoding="utf-8").splitlines()) >= 5):
+        assert proc.poll() is None and time.monotonic() < deadline, err.read_text(encoding="utf-8")[-3000:]
+        time.sleep(0.2)
+    return proc, err
+
+
+def _assert_group_gone(proc: subprocess.Popen[str]) -> None:
+    with pytest.raises(ProcessLookupError):  # neither rank 0 nor its worker is left in the session
+        os.killpg(proc.pid, 0)
+
+
+def test_sigterm_to_the_command_stops_both_ranks_with_a_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc, err_file = _start_local(out, tmp_path)
+    try:
+        proc.send_signal(signal.SIGTERM)  # to rank 0 alone: the per-step agreement tells the worker
+        assert proc.wait(timeout=TIMEOUT) == 143
+        time.sleep(0.5)
+        _assert_group_gone(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = err_file.read_text(encoding="utf-8")
+    state = json.loads((out / "last" / "state.json").read_text(encoding="utf-8"))
+    stops = [line for line in err.splitlines() if "training interrupted by SIGTERM after step" in line]
+    assert len(stops) == 2 and stops[0] == stops[1], err[-3000:]
+    assert f"after step {state['step']};" in stops[0] and "Traceback" not in err
+
+
+def test_a_killed_worker_ends_the_command_with_one_line_and_its_exit_code(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc, err_file = _start_local(out, tmp_path)
+    try:
+        found = re.search(r"workers: pid (\d+)", err_file.read_text(encoding="utf-8"))
+        assert found, err_file.read_text(encoding="utf-8")[-2000:]
+        os.kill(int(found.group(1)), signal.SIGKILL)
+        assert proc.wait(timeout=TIMEOUT) == 137
+        _assert_group_gone(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    err = err_file.read_text(encoding="utf-8")
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert errors == ["attnlab train: error: worker rank 1 of train.processes ended with exit code 137 (SIGKILL); "
+                      "its own error, if any, is above"], err[-3000:]
+    assert "Traceback" not in err
+
+
+_POPEN = subprocess.Popen
+
+
+class _ExitingWorker:
+    """Stands in for subprocess.Popen in :mod:`attnlab.train.launch`: a process that exits with ``code``."""
+
+    code = 0
+
+    def __new__(cls, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        cls.seen = (argv, env)
+        return _POPEN([sys.executable, "-c", f"raise SystemExit({cls.code})"])
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_the_group_environment_is_restored_and_a_failed_worker_reported(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path, code: int) -> None:
+    from attnlab.core.errors import ConfigError
+    from attnlab.train import launch
+
+    monkeypatch.setattr(launch.subprocess, "Popen", _ExitingWorker)
+    monkeypatch.setattr(_ExitingWorker, "code", code)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    before = dict(os.environ)
+    with contextlib.ExitStack() as stack:
+        if code:
+            stack.enter_context(pytest.raises(launch.WorkerFailed, match="worker rank 1 .* exit code 3;"))
+        with launch.local_group(2, {"train": {"lr": 0.1}}, tmp_path / "run", resume=True):
+            assert os.environ["RANK"] == "0" and os.environ["WORLD_SIZE"] == "2" and launch.under_launcher()
+            argv, env = _ExitingWorker.seen
+            assert env["RANK"] == "1" and env["MASTER_ADDR"] == "127.0.0.1" and env["MASTER_PORT"] != "1234"
+            config = Path(argv[argv.index("--config") + 1])
+            assert json.loads(config.read_text(encoding="utf-8")) == {"train": {"lr": 0.1}}
+            assert argv[-1] == "--resume" and argv[argv.index("--out") + 1] == str(tmp_path / "run")
+    assert dict(os.environ) == before and not config.exists()
+    # An error of rank 0's own (not a worker's) is raised as it is, and the workers are stopped.
+    monkeypatch.setattr(_ExitingWorker, "code", 0)
+    with pytest.raises(ConfigError, match="rank 0's own"), launch.local_group(2, {}, tmp_path / "r2", resume=False):
+        raise ConfigError("rank 0's own")
+    assert dict(os.environ) == before

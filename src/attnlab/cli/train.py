@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from typing import TYPE_CHECKING
 
 from attnlab.cli._run_options import add_run_options, config_help, run_config_from_args, saved_run_config
+
+if TYPE_CHECKING:
+    from attnlab.core.run_config import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,16 +28,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from attnlab.pipeline import score_test, train_run
-    from attnlab.pipeline.tune import check_tuning, tune_length_penalty
+    from attnlab.pipeline.tune import check_tuning
     from attnlab.train.allocator import cap_kernel_caches, keep_freed_memory
-    from attnlab.train.distributed import teardown
+    from attnlab.train.launch import local_group, under_launcher
+    from attnlab.train.trainer import check_fresh_run_dir
 
     keep_freed_memory()
     cap_kernel_caches()
     saved = saved_run_config(args.out) if args.resume else None
     cfg = run_config_from_args(args, saved=saved)
     tune_beam = check_tuning(cfg, args.test_beam)  # refuse before training, not after
+    group: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if cfg.train.processes > 1 and not under_launcher():  # this process becomes rank 0 and starts the others
+        if not args.resume:
+            check_fresh_run_dir(args.out)
+        group = local_group(cfg.train.processes, cfg.to_dict(), args.out, resume=args.resume)
+    with group:
+        return _train_and_score(cfg, args, tune_beam)
+
+
+def _train_and_score(cfg: RunConfig, args: argparse.Namespace, tune_beam: int | None) -> int:
+    from attnlab.pipeline import score_test, train_run
+    from attnlab.pipeline.tune import tune_length_penalty
+    from attnlab.train.distributed import teardown
+
     try:
         result = train_run(cfg, args.out, resume=args.resume, progress=False if args.no_progress else None)
     finally:

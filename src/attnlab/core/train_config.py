@@ -17,6 +17,8 @@ ScheduleKind = Literal["inverse_sqrt", "cosine", "constant", "wsd"]
 ScheduleBy = Literal["steps", "time"]
 MetricMode = Literal["min", "max"]
 DeviceKind = Literal["auto", "cpu", "cuda"]
+MAX_PROCESSES = 256
+"""The most processes ``train.processes`` starts on one machine."""
 
 __all__ = ["DeviceKind", "MetricMode", "ScheduleBy", "ScheduleKind", "TrainConfig", "train_config_from_dict"]
 
@@ -82,6 +84,9 @@ class TrainConfig:
     log_every: int = option(10, help="write a metrics line (loss, lr, tokens/s) every N steps")
     bf16: bool = option(False, help="run forward passes under CPU bfloat16 autocast")
     num_threads: int | None = option(None, help="torch intra-op CPU threads during training (none = torch default)")
+    processes: int = option(1, help="data-parallel processes `attnlab train` runs on this machine: itself as rank 0 "
+                                    f"and the others it starts (each with num_threads threads; at most "
+                                    f"{MAX_PROCESSES}); ignored under torchrun, which decides")
     device: DeviceKind = option("auto", help="where to train: cpu, cuda, or auto (cuda when available); under "
                                              "torchrun each process takes the GPU of its local rank")
 
@@ -120,6 +125,7 @@ class TrainConfig:
         for name in ("max_minutes", "max_cpu_minutes"):
             if getattr(self, name) is not None:
                 check_range(owner, name, getattr(self, name), low=0.0, low_inclusive=False)
+        check_range(owner, "processes", self.processes, low=1, high=MAX_PROCESSES)
         for name in ("max_epochs", "early_stopping_patience", "num_threads"):
             if getattr(self, name) is not None:
                 check_range(owner, name, getattr(self, name), low=1)
