@@ -40,6 +40,13 @@ CLASSIFIER_ARGS = ["train", "--task", "keywords", "--model", "rnn_classifier", "
                    "--set", "data.num_valid=20", "--set", "data.num_test=0", "--set", "train.log_every=1",
                    "--set", "train.eval_every=3", "--set", "train.save_every=3",
                    "--set", "train.tokens_per_batch=300", "--set", "train.num_threads=1", "--no-progress"]
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+CAPTIONER_ARGS = ["train", "--corpus", "fashion-mnist", "--task-kind", "captioning", "--data-dir", str(SHARED),
+                  "--set", "model.decoder=gru", "--set", "model.d_model=16", "--set", "model.patch_size=16",
+                  "--set", "model.dropout=0.0", "--set", "data.num_train=96", "--set", "data.num_valid=8",
+                  "--set", "data.num_test=0", "--set", "decode.eval_sentences=4", "--set", "train.batch_size=16",
+                  "--set", "train.log_every=1", "--set", "train.eval_every=3", "--set", "train.save_every=3",
+                  "--set", "train.num_threads=1", "--no-progress"]
 # Two ranks sum their gradients in another order than one process: equal within float32 rounding. Adam divides
 # by sqrt(v) + eps, so a gradient that is zero up to rounding (attention's key-projection bias: softmax ignores a
 # shift shared by all keys) turns its rounding noise into steps of size lr with random signs. eps 1e-4 (against
@@ -123,8 +130,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("args", [TRANSFORMER_ARGS, CLASSIFIER_ARGS,
-                                  [*CLASSIFIER_ARGS, "--set", "train.adversarial_eps=1.0"]],
-                         ids=["transformer", "rnn_classifier", "adversarial"])
+                                  [*CLASSIFIER_ARGS, "--set", "train.adversarial_eps=1.0"], CAPTIONER_ARGS],
+                         ids=["transformer", "rnn_classifier", "adversarial", "gru_captioner"])
 def test_two_ranks_train_the_model_one_process_trains(root: Path, args: list[str]) -> None:
     name = args[4] + ("-adv" if "train.adversarial_eps=1.0" in args else "")
     one, two = root / f"one-{name}", root / f"two-{name}"
@@ -311,6 +318,14 @@ def test_the_group_environment_is_restored_and_a_failed_worker_reported(monkeypa
     assert dict(os.environ) == before and not config.exists()
     # An error of rank 0's own (not a worker's) is raised as it is, and the workers are stopped.
     monkeypatch.setattr(_ExitingWorker, "code", 0)
-    with pytest.raises(ConfigError, match="rank 0's own"), launch.local_group(2, {}, tmp_path / "r2", resume=False):
-        raise ConfigError("rank 0's own")
+    for error in (ConfigError("rank 0's own"), RuntimeError("rank 0's own crash")):
+        with pytest.raises(type(error), match="rank 0's own"), \
+                launch.local_group(2, {}, tmp_path / "r2", resume=False):
+            raise error
+    # A crash of rank 0's with a worker that failed first (the cause) reports the worker.
+    monkeypatch.setattr(_ExitingWorker, "code", 3)
+    with pytest.raises(launch.WorkerFailed, match="exit code 3;"), \
+            launch.local_group(2, {}, tmp_path / "r3", resume=False):
+        time.sleep(1.0)
+        raise RuntimeError("Connection closed by peer")
     assert dict(os.environ) == before

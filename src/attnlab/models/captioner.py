@@ -81,6 +81,8 @@ class Captioner(EncoderDecoder):
         with torch.no_grad():
             self.tgt_embedding.weight[0].zero_()
         self.tgt_positional = LearnedPositionalEncoding(d, config.max_len, config.dropout)
+        if self.gru:  # the GRU orders the words itself; the table stays (checkpoints keep their names) but is not
+            self.tgt_positional.requires_grad_(False)  # trained: DDP refuses parameters that get no gradient
         self.decoder_layers = nn.ModuleList(TransformerDecoderLayer(d, config.num_heads, config.ffn_dim, **layer_args)
                                             for _ in range(0 if self.gru else config.decoder_layers))
         # Pre-LN needs a final LayerNorm on each stack's output (none on an empty encoder stack).

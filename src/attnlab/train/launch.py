@@ -40,6 +40,8 @@ __all__ = ["GRACE_S", "WorkerFailed", "local_group", "under_launcher"]
 
 GRACE_S = 60.0
 """How long rank 0 waits for its workers to end (after training, or after SIGTERM on a failure) before killing them."""
+SETTLE_S = 3.0
+"""How long rank 0, failing, lets its workers end on their own before it tells whose failure it was."""
 STUCK_S = 30.0
 """How long rank 0 may go on after a worker failed before the watchdog ends it (it may wait in a collective that
 only a timeout of minutes would end, e.g. joining the group)."""
@@ -160,8 +162,11 @@ def local_group(processes: int, config: dict[str, Any], out_dir: str | os.PathLi
             yield
         except BaseException as exc:
             done.set()
-            workers.stop()
+            # Whose failure is it? A worker that died breaks rank 0's next collective: it has ended (or ends
+            # within moments) on its own, before rank 0 stops the others.
+            workers.wait(SETTLE_S)
             failed = workers.failed()
+            workers.stop()
             if failed is not None and not isinstance(exc, (AttnlabError, KeyboardInterrupt)):
                 raise WorkerFailed(_describe(*failed), failed[1]) from None
             raise
