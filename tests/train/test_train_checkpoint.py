@@ -231,7 +231,7 @@ def test_replace_config_changes_config_json_alone(tmp_path: Path) -> None:
     model, opt = _trained()
     path = _save(tmp_path / "ck", model, opt)
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    assert replace_config(path, {"train": {"lr": 0.1}, "decode": {"length_penalty": 1.4}}) == path
+    assert replace_config(path, lambda config: config.update(decode={"length_penalty": 1.4})) == path
     after = load_checkpoint(path, make_model(3), build_optimizer(make_model(3), tiny_config()))
     assert after.config == {"train": {"lr": 0.1}, "decode": {"length_penalty": 1.4}} and after.step == 3
     changed = [name for name in before if (path / name).read_bytes() != before[name]]
@@ -246,7 +246,7 @@ def test_replace_config_refuses_a_broken_checkpoint_and_leaves_it(tmp_path: Path
     _corrupt(path, how)
     before = {p.name: p.read_bytes() for p in path.iterdir()}
     with pytest.raises(CheckpointError) as info:
-        replace_config(path, {"decode": {"length_penalty": 1.4}})
+        replace_config(path, lambda config: config.update(decode={"length_penalty": 1.4}))
     assert str(path) in str(info.value) and "\n" not in str(info.value)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
 

@@ -10,7 +10,6 @@ is logged to ``metrics.jsonl`` as a ``"length_penalty"`` record.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from attnlab.core.run_config import RunConfig
 from attnlab.pipeline.load import load_predictor, resolve_checkpoint
 from attnlab.pipeline.run import RunResult
 from attnlab.tasks import get_task
-from attnlab.train.checkpoint import load_checkpoint, replace_config
+from attnlab.train.checkpoint import replace_config
 from attnlab.train.progress import MetricsLog
 
 __all__ = ["PenaltyChoice", "check_tuning", "tune_length_penalty"]
@@ -111,9 +110,7 @@ def tune_length_penalty(run: RunResult, *, beam_size: int | None = None) -> Pena
         log.write({"kind": "length_penalty", "step": predictor.step, "beam_size": beam, "length_penalty": alpha,
                    metric: value, "sentences": count, "selected": alpha == chosen})
     if chosen != previous:
-        saved = copy.deepcopy(load_checkpoint(path).config)
-        saved.setdefault("decode", {})["length_penalty"] = chosen
-        replace_config(path, saved)
+        replace_config(path, lambda saved: saved.setdefault("decode", {}).update(length_penalty=chosen))
     tried = ", ".join(f"{a:g}: {v:.2f}" for a, v in scores.items())
     kept = f"saved in {path}" if chosen != previous else f"already {path}'s setting"
     line = (f"length penalty chosen on validation ({count} examples, beam {beam}, {metric}): {tried} -> {chosen:g} "

@@ -21,6 +21,7 @@ are in :mod:`attnlab.train.checkpoint_verify`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -28,7 +29,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,11 +228,13 @@ def _publish(target: Path, step: int, files: dict[str, bytes]) -> None:
     _remove_stale(target)
 
 
-def replace_config(directory: str | os.PathLike[str], config: dict[str, Any]) -> Path:
-    """Atomically give the checkpoint in ``directory`` a new ``config.json`` (e.g. a decoding setting chosen
-    after training); every other file is kept byte for byte. The checkpoint is verified first (as by
-    :func:`load_checkpoint`); returns the directory written."""
+def replace_config(directory: str | os.PathLike[str], edit: Callable[[dict[str, Any]], None]) -> Path:
+    """Atomically give the checkpoint in ``directory`` a new ``config.json``: ``edit`` changes a copy of the saved
+    configuration in place (e.g. a decoding setting chosen after training); every other file is kept byte for
+    byte. The checkpoint is verified first (as by :func:`load_checkpoint`); returns the directory written."""
     ckpt = load_checkpoint(directory)
+    config = copy.deepcopy(ckpt.config)
+    edit(config)
     try:
         encoded = _json_bytes(_to_json(config))
     except (TypeError, ValueError) as exc:
