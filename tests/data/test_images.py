@@ -20,6 +20,7 @@ from attnlab.data.images import (
     load_fashion_mnist,
     load_image_file,
     make_squares,
+    pixel_stats,
     read_idx,
     shift_and_flip,
 )
@@ -214,3 +215,22 @@ def test_load_image_file_converts_and_states_it(tmp_path: Path) -> None:
         load_image_file(tmp_path / "text.png", size=28, channels=1)
     with pytest.raises(DataError, match="no such file"):
         load_image_file(tmp_path / "none.png", size=28, channels=1)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4096])
+def test_pixel_stats_equal_torchs_mean_and_std_whatever_the_chunk(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    monkeypatch.setattr("attnlab.data.images.STATS_CHUNK", chunk)
+    images = torch.randint(0, 256, (10, 1, 7, 5), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    images[:4] //= 8  # skewed: most pixels dark, as in Fashion-MNIST
+    pixels = images.double() / 255.0
+    expected = round(float(pixels.mean()), 6), round(float(pixels.std()), 6)
+    assert pixel_stats(images) == expected
+    assert pixel_stats(images.numpy()) == expected
+    assert pixel_stats(images[:1]) == (round(float(pixels[0].mean()), 6), round(float(pixels[0].std()), 6))
+
+
+def test_pixel_stats_refuse_what_they_cannot_count() -> None:
+    with pytest.raises(TypeError, match="uint8"):
+        pixel_stats(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="two pixels"):
+        pixel_stats(torch.zeros(1, dtype=torch.uint8))

@@ -54,6 +54,17 @@ def test_caption_batches_teacher_force_bos_words_eos() -> None:
         assert not (batch.tgt_in[row, n + 1:] != 0).any() and not (batch.tgt_out[row, n + 1:] != 0).any()
 
 
+def test_a_scene_set_holds_each_scenes_pixels_once() -> None:
+    scenes = _scenes()
+    copies = [s.image.copy() for s in scenes]
+    data = _scene_set(scenes, Vocab.build(s.caption.split() for s in scenes))
+    stack = data.images.numpy()
+    assert data.images.shape == (len(scenes), 1, 64, 64)
+    for i, scene in enumerate(data.scenes):
+        assert np.array_equal(scene.image, copies[i]) and np.shares_memory(scene.image, stack)
+        assert scene.caption == scenes[i].caption and scene.items == scenes[i].items
+
+
 def test_grounding_scores_only_nouns_at_their_item_positions() -> None:
     scene = _scenes(40)[0]
     words = scene.caption.split()

@@ -9,6 +9,7 @@ decoder), decoded greedily or by beam search with :mod:`attnlab.decode`. Metrics
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ from torch import nn
 from attnlab.core.errors import CheckpointError, ConfigError, short_repr
 from attnlab.core.run_config import RunConfig
 from attnlab.core.types import Batch
-from attnlab.data.images import ImageBatches, holdout_split, load_fashion_mnist
+from attnlab.data.images import ImageBatches, holdout_split, load_fashion_mnist, pixel_stats
 from attnlab.data.scenes import Scene, make_scenes
 from attnlab.data.vocab import BOS_ID, EOS_ID, Vocab
 from attnlab.decode.beam import beam_search
@@ -110,8 +111,13 @@ def _boxes(scene: Scene, words: Sequence[str]) -> list[Any]:
 
 
 def _scene_set(scenes: list[Scene], vocab: Vocab) -> SceneSet:
-    images = torch.from_numpy(np.stack([s.image for s in scenes])[:, None]) if scenes else \
-        torch.zeros((0, 1, 1, 1), dtype=torch.uint8)
+    if scenes:
+        pixels = np.stack([s.image for s in scenes])  # (N, S, S)
+        # each scene's image becomes a view of the stack, so the pixels are held once, not twice
+        scenes = [dataclasses.replace(s, image=pixels[i]) for i, s in enumerate(scenes)]
+        images = torch.from_numpy(pixels[:, None])
+    else:
+        images = torch.zeros((0, 1, 1, 1), dtype=torch.uint8)
     ids = [vocab.encode(s.caption.split(), add_eos=True) for s in scenes]
     width = max((len(i) for i in ids), default=1)
     targets = torch.tensor([i + [0] * (width - len(i)) for i in ids], dtype=torch.int64).reshape(len(ids), width)
@@ -175,23 +181,21 @@ def prepare_scenes(cfg: RunConfig, pipeline: CaptionPipeline | None = None) -> S
         train = train[:data.max_train]
     valid = make_scenes(images[valid_idx], labels[valid_idx], data.num_valid, seed=data.seed * 3 + 1, **kwargs)
     test = make_scenes(test_images, test_labels, data.num_test, seed=data.seed * 3 + 2, **kwargs)
-    if pipeline is None:
-        inherited = _init_normalization(cfg, len(images), valid_idx)
-        if inherited is None:
-            pixels = torch.from_numpy(np.stack([s.image for s in train])).double() / 255.0
-            inherited = round(float(pixels.mean()), 6), round(float(pixels.std()), 6)
-        image = ImagePipeline((), data.canvas_size, 1, *inherited)
-        pipeline = CaptionPipeline(image, Vocab.build(s.caption.split() for s in train))
-    elif pipeline.image_size != data.canvas_size:
+    if pipeline is not None and pipeline.image_size != data.canvas_size:
         raise CheckpointError(f"the checkpoint's scenes are {pipeline.image_size} pixels wide, the data's "
                               f"{data.canvas_size}")
-    sets = [_scene_set(s, pipeline.vocab) for s in (train, valid, test)]
+    vocab = pipeline.vocab if pipeline is not None else Vocab.build(s.caption.split() for s in train)
+    splits = [_scene_set(s, vocab) for s in (train, valid, test)]  # each holds its scenes' pixels once
+    del train, valid, test
+    if pipeline is None:
+        inherited = _init_normalization(cfg, len(images), valid_idx)
+        image = ImagePipeline((), data.canvas_size, 1, *(inherited or pixel_stats(splits[0].images)))
+        pipeline = CaptionPipeline(image, vocab)
+    sizes = [len(s) for s in splits]
     log.info("data: %d train / %d valid / %d test scenes of %dx%d, up to %d items; vocabulary %d words",
-             len(train), len(valid), len(test), data.canvas_size, data.canvas_size, data.max_items,
-             len(pipeline.vocab))
-    stats = {"train_scenes": len(train), "valid_scenes": len(valid), "test_scenes": len(test),
-             "vocab": len(pipeline.vocab)}
-    return SceneData(*sets, pipeline, stats)
+             *sizes, data.canvas_size, data.canvas_size, data.max_items, len(vocab))
+    stats = {"train_scenes": sizes[0], "valid_scenes": sizes[1], "test_scenes": sizes[2], "vocab": len(vocab)}
+    return SceneData(*splits, pipeline, stats)
 
 
 class CaptionBatches(ImageBatches):

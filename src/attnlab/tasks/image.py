@@ -33,6 +33,7 @@ from attnlab.data.images import (
     load_fashion_mnist,
     make_squares,
     normalize,
+    pixel_stats,
 )
 from attnlab.evaluate.classification import classification_report
 from attnlab.models.build import build_model
@@ -155,9 +156,7 @@ def prepare_images(cfg: DataConfig, pipeline: ImagePipeline | None = None) -> Im
         raise ConfigError("the training split is empty; check the data options")
     _, channels, height, width = train.images.shape
     if pipeline is None:
-        pixels = train.images.double() / 255.0
-        pipeline = ImagePipeline(tuple(names), int(height), int(channels), round(float(pixels.mean()), 6),
-                                 round(float(pixels.std()), 6))
+        pipeline = ImagePipeline(tuple(names), int(height), int(channels), *pixel_stats(train.images))
     elif tuple(names) != pipeline.labels or (pipeline.image_size, pipeline.channels) != (height, channels):
         raise CheckpointError(f"the checkpoint's images ({pipeline.image_size}x{pipeline.image_size}, "
                               f"{pipeline.channels} channel(s), {len(pipeline.labels)} classes) differ from the data's "
