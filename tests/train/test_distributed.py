@@ -329,3 +329,24 @@ def test_the_group_environment_is_restored_and_a_failed_worker_reported(monkeypa
         time.sleep(1.0)
         raise RuntimeError("Connection closed by peer")
     assert dict(os.environ) == before
+
+
+@pytest.mark.parametrize(("processes", "env", "noted"), [
+    (2, {"WORLD_SIZE": "4", "RANK": "0"}, True),   # torchrun made 4: the recipe's 2 does not apply, said once
+    (2, {"WORLD_SIZE": "4", "RANK": "3"}, False),  # ... by rank 0 only
+    (2, {"WORLD_SIZE": "2", "RANK": "0"}, False),  # our own group, or torchrun with the same count
+    (1, {"WORLD_SIZE": "4", "RANK": "0"}, False),
+    (2, {}, False),                                # no launcher: train.processes starts the group
+])
+def test_train_processes_under_another_launcher_is_noted(monkeypatch: pytest.MonkeyPatch, processes: int,
+                                                         env: dict[str, str], noted: bool) -> None:
+    from attnlab.train.launch import ignored_processes
+
+    for name in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    note = ignored_processes(processes)
+    assert (note is not None) == noted
+    if noted:
+        assert note.startswith("note: train.processes: 2 does not apply") and "group of 4 processes" in note

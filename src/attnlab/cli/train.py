@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from typing import TYPE_CHECKING
 
 from attnlab.cli._run_options import add_run_options, config_help, run_config_from_args, saved_run_config
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from attnlab.pipeline.tune import check_tuning
     from attnlab.train.allocator import cap_kernel_caches, keep_freed_memory
-    from attnlab.train.launch import local_group, under_launcher
+    from attnlab.train.launch import ignored_processes, local_group, under_launcher
     from attnlab.train.trainer import check_fresh_run_dir
 
     keep_freed_memory()
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume:
             check_fresh_run_dir(args.out)
         group = local_group(cfg.train.processes, cfg.to_dict(), args.out, resume=args.resume)
+    note = ignored_processes(cfg.train.processes)
+    if note:
+        print(note, file=sys.stderr)
     with group:
         return _train_and_score(cfg, args, tune_beam)
 

@@ -36,7 +36,7 @@ from attnlab.core.errors import AttnlabError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GRACE_S", "WorkerFailed", "local_group", "under_launcher"]
+__all__ = ["GRACE_S", "WorkerFailed", "ignored_processes", "local_group", "under_launcher"]
 
 GRACE_S = 60.0
 """How long rank 0 waits for its workers to end (after training, or after SIGTERM on a failure) before killing them."""
@@ -60,6 +60,16 @@ class WorkerFailed(AttnlabError):
 def under_launcher() -> bool:
     """Whether this process already belongs to a group (torchrun's or ours): ``WORLD_SIZE`` is set."""
     return bool(os.environ.get("WORLD_SIZE"))
+
+
+def ignored_processes(processes: int) -> str | None:
+    """Under a launcher that made a group of another size (torchrun's ``--nproc-per-node``), the line that says
+    ``train.processes`` does not apply; ``None`` otherwise (one process, our own group, or rank 1 and above)."""
+    world, rank = os.environ.get("WORLD_SIZE"), os.environ.get("RANK", "0")
+    if processes <= 1 or not world or world == str(processes) or rank != "0":
+        return None
+    return (f"note: train.processes: {processes} does not apply here: a launcher (torchrun) started this group "
+            f"of {world[:8]} processes")
 
 
 def _free_port() -> int:
