@@ -7,6 +7,7 @@ import torch
 
 from attnlab.attention import KVCache, MultiHeadAttention
 from attnlab.attention.functional import zero_unreachable
+from attnlab.attention.masks import lengths_to_mask
 from attnlab.core.model_config import TransformerConfig
 from attnlab.models import build_model
 
@@ -82,6 +83,34 @@ def test_static_cache_zeroes_unreachable_keys_once():
     # A later mask reaching a zeroed key cannot be served: its values are gone.
     with pytest.raises(ValueError, match="same source lengths"):
         cache.without_unreachable(_key_mask(torch.tensor([5, 5]), 5))
+
+
+def test_static_cache_builds_the_padding_mask_once_per_sentence(monkeypatch):
+    import attnlab.attention.cache as cache_module
+
+    built = []
+    monkeypatch.setattr(cache_module, "lengths_to_mask",
+                        lambda *a: built.append(a) or lengths_to_mask(*a))
+    keys, values = _steps(T=5)
+    keys[1, :, 3:] = float("nan")
+    lens = torch.tensor([5, 3, 0])  # row 2 attends nothing
+    cache = KVCache(static=True)
+    cache.update(keys, values)
+    mask, k, v, rows_ok = cache.padding_mask(lens)
+    assert torch.equal(mask, _key_mask(lens, 5)) and not rows_ok and len(built) == 1
+    ref_k, ref_v = zero_unreachable(keys, values, _key_mask(lens, 5))
+    torch.testing.assert_close(k, ref_k, rtol=0, atol=0)
+    torch.testing.assert_close(v, ref_v, rtol=0, atol=0)
+    again = cache.padding_mask(lens)  # the next step: nothing built, compared or copied
+    assert again[0] is mask and again[1] is k and len(built) == 1
+    lens[0] = 4  # an in-place write to the lengths is noticed: built again for the new values
+    mask, k, _, _ = cache.padding_mask(lens)
+    assert torch.equal(mask, _key_mask(lens, 5)) and len(built) == 2 and not k[0, :, 4].any()
+    ref_k[0, :, 4] = 0.0
+    cache.reorder(torch.tensor([1, 0]))  # new rows: a new mask for the new lengths
+    mask2, k2, _, rows_ok2 = cache.padding_mask(lens[[1, 0]])
+    assert rows_ok2 and len(built) == 3 and torch.equal(mask2, _key_mask(lens[[1, 0]], 5))
+    torch.testing.assert_close(k2, ref_k[[1, 0]], rtol=0, atol=0)
 
 
 def test_static_cache_with_a_per_head_mask_zeroes_like_the_function():

@@ -13,13 +13,14 @@ from attnlab.models.transformer import TransformerDecoderLayer, plain_inference
 
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("beams", [1, 3])
-def test_layer_step_equals_the_general_path(norm_first, beams):
+@pytest.mark.parametrize("second_len", [4, 0])  # 0: a row with nothing to attend to (the kernel's guarded case)
+def test_layer_step_equals_the_general_path(norm_first, beams, second_len):
     torch.manual_seed(0)
     layer = TransformerDecoderLayer(16, 4, 32, dropout=0.3, norm_first=norm_first).eval()
     B, Ts, T = 2, 6, 5
     memory = torch.randn(B, Ts, 16)
-    memory[1, 4:] = float("nan")  # padding never reaches an output, on either path
-    lens = torch.tensor([6, 4])
+    memory[1, second_len:] = float("nan")  # padding never reaches an output, on either path
+    lens = torch.tensor([6, second_len])
     x = torch.randn(B * beams, T, 16)
     caches = [(KVCache(), KVCache(static=True)) for _ in range(2)]
     with torch.no_grad():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from attnlab.attention.functional import zero_unreachable
+from attnlab.attention.masks import lengths_to_mask
 
 _GROW = 16
 """Positions a growing cache adds beyond what a call needs, at least (see :meth:`KVCache._append`)."""
@@ -36,6 +37,26 @@ class KVCache:
     zeroed: torch.Tensor | None = None
     _key_buffer: torch.Tensor | None = None  # (B, H, capacity, Dh): growing caches outside autograd
     _value_buffer: torch.Tensor | None = None
+    _padding: tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool] | None = None  # see padding_mask
+
+    def padding_mask(self, valid_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """A filled static cache over a padded memory, for one-query steps: ``(mask, key, value, rows_ok)`` with
+        ``mask`` the ``(B, 1, 1, Tk)`` key-padding mask of ``valid_lens`` ``(B,)``, the keys and values it leaves
+        unreachable zeroed (:meth:`without_unreachable`) and ``rows_ok`` whether every row may attend some key.
+
+        Built at the first step and kept while the same ``valid_lens`` tensor comes back with the same values
+        (every step of a decoder over one batch of sources), so a step costs one comparison of ``B`` lengths instead
+        of building the mask and comparing it, ``(B, Tk)``, with the keys zeroed before: the work is done once per
+        sentence, not once per step. :meth:`reorder` drops it.
+        """
+        kept = self._padding
+        if kept is not None and kept[0] is valid_lens and torch.equal(kept[1], valid_lens):
+            return kept[2], self.key, self.value, kept[3]
+        mask = lengths_to_mask(valid_lens, len(self), 4)  # (B, 1, 1, Tk)
+        key, value = self.without_unreachable(mask)
+        rows_ok = bool((valid_lens > 0).all())
+        self._padding = (valid_lens, valid_lens.clone(), mask, rows_ok)  # the clone: in-place writes are noticed
+        return mask, key, value, rows_ok
 
     @property
     def filled(self) -> bool:
@@ -53,6 +74,7 @@ class KVCache:
         if self.key is None or self.static:
             self.key, self.value = key, value
             self._key_buffer = self._value_buffer = None
+            self._padding = None
         else:
             if key.shape[0] != self.key.shape[0]:
                 raise ValueError(f"KVCache.update: batch size {key.shape[0]} does not match the cached "
@@ -137,4 +159,5 @@ class KVCache:
             self.value = self.value.index_select(0, index)
         if self.zeroed is not None:
             self.zeroed = self.zeroed.index_select(0, index)
+        self._padding = None
         return self

@@ -35,7 +35,7 @@ from attnlab.attention.functional import (
     zero_unreachable,
     zero_unused_inputs,
 )
-from attnlab.attention.masks import check_mask, lengths_to_mask
+from attnlab.attention.masks import check_mask
 from attnlab.attention.trace import Trace, active_trace
 from attnlab.core.types import AttentionOutput
 
@@ -294,11 +294,14 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
             _, k, v = self._project(memory, memory, memory, False, skip_kv=False)  # (B, Ts, D) each; q unused
             Ts = memory.shape[1]
             cache.update(k.view(B, Ts, H, Dh).transpose(1, 2), v.view(B, Ts, H, Dh).transpose(1, 2))
-        num_keys = len(cache)
-        mask = None if valid_lens is None else lengths_to_mask(valid_lens, num_keys, 4)  # (B, 1, 1, Ts)
-        k, v = cache.without_unreachable(mask)  # (B, H, Ts, Dh), padding zeroed once
-        if self.policy.choose(beams, num_keys, cached=True, grad=False) == "explicit":
+        if valid_lens is None:
+            mask, (k, v), rows_ok = None, cache.without_unreachable(None), True
+        else:  # (B, 1, 1, Ts) mask and (B, H, Ts, Dh) keys/values with the padding zeroed, made at the first step
+            mask, k, v, rows_ok = cache.padding_mask(valid_lens)
+        if self.policy.choose(beams, len(cache), cached=True, grad=False) == "explicit":
             context, _ = explicit_attention(q, k, v, mask, keys_zeroed=True)  # (B, H, beams, Dh)
+        elif rows_ok:  # every row attends some key: the kernel needs no guard (fused_attention's checks)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             context = fused_attention(q, k, v, mask, keys_zeroed=True)
         return self.out_proj(context.transpose(1, 2).reshape(rows, 1, self.d_model))  # (B * beams, 1, D)
