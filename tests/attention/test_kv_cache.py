@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attnlab.attention import KVCache, MultiHeadAttention
-from attnlab.attention.functional import zero_unreachable
+from attnlab.attention.functional import explicit_attention, step_attention, zero_unreachable
 from attnlab.attention.masks import lengths_to_mask
 from attnlab.core.model_config import TransformerConfig
 from attnlab.models import build_model
@@ -143,3 +145,21 @@ def test_transformer_reorder_beams_equals_a_full_reorder_within_sentences():
         nxt = torch.randint(4, 30, (2 * K,))
         torch.testing.assert_close(model.decode_step(nxt, beams).logits, model.decode_step(nxt, full).logits,
                                    rtol=0, atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 4), H=st.integers(1, 3), Tq=st.integers(1, 5), Tk=st.integers(1, 9), data=st.data())
+def test_step_attention_equals_the_explicit_path_on_cache_views(B, H, Tq, Tk, data):
+    """The decoding steps' four-operation attention against explicit_attention, in float64, reading keys and values
+    where a growing cache keeps them (views of larger buffers) and with padding zeroed as a static cache does."""
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    q = torch.randn(B, H, Tq, 8, generator=gen, dtype=torch.float64)
+    buffers = [torch.randn(B, H, Tk + 3, 8, generator=gen, dtype=torch.float64) for _ in range(2)]
+    k, v = (b[:, :, :Tk] for b in buffers)  # (B, H, Tk, 8) views, as KVCache.key / value
+    lens = torch.tensor(data.draw(st.lists(st.integers(1, Tk), min_size=B, max_size=B)))
+    mask = _key_mask(lens, Tk) if data.draw(st.booleans()) else None
+    kz, vz = zero_unreachable(k, v, mask)
+    expected, _ = explicit_attention(q, kz, vz, mask)
+    with torch.inference_mode():
+        got = step_attention(q, kz, vz, mask)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

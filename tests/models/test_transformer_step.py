@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from attnlab.attention import KVCache, trace
+from attnlab.attention.multihead import PathPolicy
 from attnlab.core.model_config import TransformerConfig
 from attnlab.models import build_model
 from attnlab.models.transformer import TransformerDecoderLayer, plain_inference
@@ -14,9 +15,12 @@ from attnlab.models.transformer import TransformerDecoderLayer, plain_inference
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("beams", [1, 3])
 @pytest.mark.parametrize("second_len", [4, 0])  # 0: a row with nothing to attend to (the kernel's guarded case)
-def test_layer_step_equals_the_general_path(norm_first, beams, second_len):
+@pytest.mark.parametrize("small", [0, 256])  # one-query steps on the kernel, or on the plain matmuls
+def test_layer_step_equals_the_general_path(norm_first, beams, second_len, small):
     torch.manual_seed(0)
     layer = TransformerDecoderLayer(16, 4, 32, dropout=0.3, norm_first=norm_first).eval()
+    for attention in (layer.self_attn, layer.cross_attn):
+        attention.policy = PathPolicy(small_scores=small, small_scores_one_query=small)
     B, Ts, T = 2, 6, 5
     memory = torch.randn(B, Ts, 16)
     memory[1, second_len:] = float("nan")  # padding never reaches an output, on either path

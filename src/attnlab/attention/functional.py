@@ -196,6 +196,25 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     return context, weights
 
 
+def step_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`explicit_attention`'s context for the few queries of one decoding step, in four operations.
+
+    For inference only (no autograd, dropout, trace or weights): the scores are softmaxed in place. ``q``
+    ``(B, H, Tq, Dh)`` (one query, or one per beam), ``k``/``v`` ``(B, H, Tk, Dh)`` (views of a cache's buffers
+    are read where they lie: their (Tk, Dh) matrices are contiguous), ``mask`` boolean broadcastable to
+    ``(B, H, Tq, Tk)``. The caller guarantees what the general paths check: every query may attend some key, and
+    the keys and values no query may reach are zero (:meth:`~attnlab.attention.cache.KVCache.padding_mask`).
+
+    Returns:
+        ``(B, H, Tq, Dh)`` context.
+    """
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores.masked_fill_(mask.logical_not(), float("-inf"))
+    torch.ops.aten._softmax.out(scores, -1, False, out=scores)  # in place, as softmax_with_mask(inplace=True)
+    return torch.matmul(scores, v)
+
+
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
                     is_causal: bool = False, dropout_p: float = 0.0, training: bool = False,
                     keys_zeroed: bool = False) -> torch.Tensor:

@@ -32,6 +32,7 @@ from attnlab.attention.functional import (
     build_mask,
     explicit_attention,
     fused_attention,
+    step_attention,
     zero_unreachable,
     zero_unused_inputs,
 )
@@ -275,7 +276,10 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, 1, 3D)
         q, k, v = (t.view(B, 1, H, Dh).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # (B, H, 1, Dh) each
         k, v = cache.update(k, v)  # (B, H, Tk, Dh)
-        context = F.scaled_dot_product_attention(q, k, v)  # (B, H, 1, Dh): one query, every key allowed
+        if self.policy.choose(1, k.shape[2], cached=True, grad=False) == "explicit":
+            context = step_attention(q, k, v)  # (B, H, 1, Dh): one query, every key allowed
+        else:
+            context = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(context.transpose(1, 2).reshape(B, 1, self.d_model))  # (B, 1, D)
 
     def cross_step(self, query: torch.Tensor, memory: torch.Tensor, valid_lens: torch.Tensor | None, cache: KVCache,
@@ -298,12 +302,14 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
             mask, (k, v), rows_ok = None, cache.without_unreachable(None), True
         else:  # (B, 1, 1, Ts) mask and (B, H, Ts, Dh) keys/values with the padding zeroed, made at the first step
             mask, k, v, rows_ok = cache.padding_mask(valid_lens)
-        if self.policy.choose(beams, len(cache), cached=True, grad=False) == "explicit":
-            context, _ = explicit_attention(q, k, v, mask, keys_zeroed=True)  # (B, H, beams, Dh)
-        elif rows_ok:  # every row attends some key: the kernel needs no guard (fused_attention's checks)
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        explicit = self.policy.choose(beams, len(cache), cached=True, grad=False) == "explicit"
+        if not rows_ok:  # a row with no key to attend to: the general paths' guards
+            context = explicit_attention(q, k, v, mask, keys_zeroed=True)[0] if explicit else \
+                fused_attention(q, k, v, mask, keys_zeroed=True)
+        elif explicit:
+            context = step_attention(q, k, v, mask)  # (B, H, beams, Dh)
         else:
-            context = fused_attention(q, k, v, mask, keys_zeroed=True)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out_proj(context.transpose(1, 2).reshape(rows, 1, self.d_model))  # (B * beams, 1, D)
 
     # ------------------------------------------------------------------------------------------- paths
