@@ -155,3 +155,24 @@ def test_capture_records_the_image_models_own_attention(which: str) -> None:
     assert len(maps) == expected.shape[0]
     for record, weights in zip(maps, expected, strict=True):
         assert torch.allclose(record.weights, weights, atol=1e-6), record.name
+
+
+def test_a_checkpoints_scenes_make_the_training_scenes_only_when_used() -> None:
+    from pathlib import Path
+
+    from attnlab.pipeline.config import build_run_config
+    from attnlab.tasks.captioning import prepare_scenes
+
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    if not (shared / "fashion-mnist").is_dir():
+        pytest.skip("../shared/data/fashion-mnist not present")
+    cfg = build_run_config({"task": "captioning", "data": {
+        "source": "fashion-mnist", "data_dir": str(shared), "num_train": 40, "num_valid": 8, "num_test": 8,
+        "max_train": 30}})
+    fresh = prepare_scenes(cfg)
+    assert fresh._train is not None and len(fresh.train) == 30 and fresh.stats["train_scenes"] == 30
+    again = prepare_scenes(cfg, fresh.pipeline)  # as evaluate, predict and viz read a checkpoint's test scenes
+    assert again._train is None and again.stats == fresh.stats
+    assert torch.equal(again.test.images, fresh.test.images) and torch.equal(again.valid.targets, fresh.valid.targets)
+    assert torch.equal(again.train.images, fresh.train.images)  # made on first use (a resumed run), the same scenes
+    assert torch.equal(again.train.targets, fresh.train.targets) and again._train is not None

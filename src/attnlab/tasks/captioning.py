@@ -126,13 +126,27 @@ def _scene_set(scenes: list[Scene], vocab: Vocab) -> SceneSet:
 
 @dataclass
 class SceneData:
-    """A captioning run's data: the three scene sets and the pipeline."""
+    """A captioning run's data: the three scene sets and the pipeline.
 
-    train: SceneSet
+    ``train`` may be given as a function that makes it (``make_train``), called on first use: scoring or showing
+    a checkpoint's test scenes (``attnlab evaluate``, ``predict``/``viz --test-index``) then never composes the
+    training scenes (180,000 of them in the recipe), which only training and the vocabulary need.
+    """
+
     valid: SceneSet
     test: SceneSet
     pipeline: CaptionPipeline
     stats: dict[str, Any] = field(default_factory=dict)
+    make_train: Callable[[], SceneSet] | None = None
+    _train: SceneSet | None = None
+
+    @property
+    def train(self) -> SceneSet:
+        if self._train is None:
+            if self.make_train is None:
+                raise ValueError("SceneData: neither a training set nor a way to make it")
+            self._train, self.make_train = self.make_train(), None
+        return self._train
 
     def extra_state(self) -> dict[str, Any]:
         return self.pipeline.to_dict()
@@ -176,26 +190,35 @@ def prepare_scenes(cfg: RunConfig, pipeline: CaptionPipeline | None = None) -> S
     train_idx, valid_idx = holdout_split(len(images), ITEM_HOLDOUT, data.seed)
     test_images, test_labels = load_fashion_mnist("test", data.data_dir)
     kwargs = {"size": data.canvas_size, "max_items": data.max_items}
-    train = make_scenes(images[train_idx], labels[train_idx], data.num_train, seed=data.seed * 3, **kwargs)
-    if data.max_train is not None:
-        train = train[:data.max_train]
+    num_train = data.num_train if data.max_train is None else min(data.num_train, data.max_train)
+
+    def train_scenes() -> list[Scene]:  # the first m scenes of a seed are the same for any count (make_scenes)
+        return make_scenes(images[train_idx], labels[train_idx], num_train, seed=data.seed * 3, **kwargs)
+
     valid = make_scenes(images[valid_idx], labels[valid_idx], data.num_valid, seed=data.seed * 3 + 1, **kwargs)
     test = make_scenes(test_images, test_labels, data.num_test, seed=data.seed * 3 + 2, **kwargs)
     if pipeline is not None and pipeline.image_size != data.canvas_size:
         raise CheckpointError(f"the checkpoint's scenes are {pipeline.image_size} pixels wide, the data's "
                               f"{data.canvas_size}")
-    vocab = pipeline.vocab if pipeline is not None else Vocab.build(s.caption.split() for s in train)
-    splits = [_scene_set(s, vocab) for s in (train, valid, test)]  # each holds its scenes' pixels once
-    del train, valid, test
-    if pipeline is None:
+    if pipeline is None:  # the vocabulary and the pixel statistics come from the training scenes: make them now
+        train = train_scenes()
+        vocab = Vocab.build(s.caption.split() for s in train)
+        train_set: SceneSet | None = _scene_set(train, vocab)  # it holds the scenes' pixels once
+        del train
         inherited = _init_normalization(cfg, len(images), valid_idx)
-        image = ImagePipeline((), data.canvas_size, 1, *(inherited or pixel_stats(splits[0].images)))
+        image = ImagePipeline((), data.canvas_size, 1, *(inherited or pixel_stats(train_set.images)))
         pipeline = CaptionPipeline(image, vocab)
-    sizes = [len(s) for s in splits]
+    else:
+        vocab, train_set = pipeline.vocab, None
+    sets = [_scene_set(s, vocab) for s in (valid, test)]
+    del valid, test
     log.info("data: %d train / %d valid / %d test scenes of %dx%d, up to %d items; vocabulary %d words",
-             *sizes, data.canvas_size, data.canvas_size, data.max_items, len(vocab))
-    stats = {"train_scenes": sizes[0], "valid_scenes": sizes[1], "test_scenes": sizes[2], "vocab": len(vocab)}
-    return SceneData(*splits, pipeline, stats)
+             num_train, len(sets[0]), len(sets[1]), data.canvas_size, data.canvas_size, data.max_items, len(vocab))
+    stats = {"train_scenes": num_train, "valid_scenes": len(sets[0]), "test_scenes": len(sets[1]),
+             "vocab": len(vocab)}
+    if train_set is not None:
+        return SceneData(*sets, pipeline, stats, _train=train_set)
+    return SceneData(*sets, pipeline, stats, make_train=lambda: _scene_set(train_scenes(), vocab))
 
 
 class CaptionBatches(ImageBatches):
