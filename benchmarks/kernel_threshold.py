@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="trained translation model for the decoding part (skipped without)")
     parser.add_argument("--sentences", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3, help="decoding rounds per setting")
-    parser.add_argument("--steps", type=int, default=40, help="timed training steps per setting")
+    parser.add_argument("--steps", type=int, default=40, help="timed training steps per setting (0: decoding only)")
     parser.add_argument("--size", default="tiny", choices=sorted(train_throughput.SIZES))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -126,6 +126,9 @@ def main() -> None:
             print(f"| {r['beam']} | {r['kernel_s']:.2f} | {r['plain_s']:.2f} | {r['ratio']:.3f} |")
     else:
         print("\ndecoding: skipped (no --checkpoint)")
+    if args.steps <= 0:
+        print("\ntraining: skipped (--steps 0)")
+        return
     r = time_training(args.size, args.steps)
     print(f"\nTransformer ({args.size}) training steps, bf16 autocast, {r['steps']} batches each")
     print(f"| setting | total s | median step ratio vs SDPA | batches with target length <= {int(DEFAULT ** 0.5)} "
