@@ -197,7 +197,7 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
 
 
 def step_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`explicit_attention`'s context for the few queries of one decoding step, in four operations.
+    """:func:`explicit_attention`'s context for the few queries of one decoding step, in five plain operations.
 
     For inference only (no autograd, dropout, trace or weights): the scores are softmaxed in place. ``q``
     ``(B, H, Tq, Dh)`` (one query, or one per beam), ``k``/``v`` ``(B, H, Tk, Dh)`` (views of a cache's buffers

@@ -299,7 +299,7 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
             Ts = memory.shape[1]
             cache.update(k.view(B, Ts, H, Dh).transpose(1, 2), v.view(B, Ts, H, Dh).transpose(1, 2))
         if valid_lens is None:
-            mask, (k, v), rows_ok = None, cache.without_unreachable(None), True
+            mask, k, v, rows_ok = None, cache.key, cache.value, True
         else:  # (B, 1, 1, Ts) mask and (B, H, Ts, Dh) keys/values with the padding zeroed, made at the first step
             mask, k, v, rows_ok = cache.padding_mask(valid_lens)
         explicit = self.policy.choose(beams, len(cache), cached=True, grad=False) == "explicit"
