@@ -1,43 +1,38 @@
 """The decoder's matrix products through oneDNN (weight packed once) against PyTorch's default (MKL) path.
 
-Run: .venv/bin/python benchmarks/onednn_linear.py [--threads 1] [--vocab 7795]
+Run: .venv/bin/python benchmarks/onednn_linear.py [--threads 1] [--vocab 7795] [--repeats 1500]
 
 fp32 inference, ``F.linear(x, w, b)`` against ``torch.ops.mkldnn._linear_pointwise(x, packed_w, b, ...)`` with
 ``packed_w = torch.ops.mkldnn._reorder_linear_weight(w, None)`` made once, at the shapes of Transformer-tiny's
 decoding steps: the output projection (rows = live hypotheses: greedy batches of 16-128, beam 5 x 64 = 320) and the
-layers' own products (d_model 128, FFN 256, fused QKV 384). Each pair alternates (A B, B A, ...), 5 rounds of 100
-calls, 3 times; medians. The ratio is MKL's time over oneDNN's (above 1: oneDNN is faster), and the largest
-difference between the two results is printed beside it.
+layers' own products (d_model 128, FFN 256, fused QKV 384). Each pair alternates call by call (A B, B A, ...,
+``benchmarks/_timing.median_times``), ``--repeats`` calls each; medians. The ratio is MKL's time over oneDNN's
+(above 1: oneDNN is faster), and the largest difference between the two results is printed beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import environment  # noqa: E402
-
-
-def _per_call_us(fn, calls: int = 100) -> float:
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - t0) / calls * 1e6
+from _timing import environment, median_times  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vocab", type=int, default=7795, help="output vocabulary (the En-De recipe's: 7,795)")
+    parser.add_argument("--repeats", type=int, default=1500, help="calls of each path, alternating (A B, B A, ...)")
     args = parser.parse_args()
+    for name in ("threads", "vocab", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     shapes = [(16, 128, args.vocab), (32, 128, args.vocab), (64, 128, args.vocab), (128, 128, args.vocab),
               (320, 128, args.vocab), (64, 128, 384), (320, 128, 384), (64, 128, 256), (64, 256, 128),
@@ -51,18 +46,8 @@ def main() -> None:
             packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
             plain = functools.partial(F.linear, x, w, b)
             onednn = functools.partial(torch.ops.mkldnn._linear_pointwise, x, packed, b, "none", [], "")
-            for fn in (plain, onednn):
-                for _ in range(5):
-                    fn()
-            medians = {plain: [], onednn: []}
-            for _ in range(3):
-                samples = {plain: [], onednn: []}
-                for r in range(5):
-                    for fn in ((plain, onednn) if r % 2 == 0 else (onednn, plain)):
-                        samples[fn].append(_per_call_us(fn))
-                for fn in medians:
-                    medians[fn].append(statistics.median(samples[fn]))
-            t_mkl, t_dnn = statistics.median(medians[plain]), statistics.median(medians[onednn])
+            times = median_times({"mkl": plain, "onednn": onednn}, warmup=5, repeats=args.repeats)
+            t_mkl, t_dnn = times["mkl"] * 1e6, times["onednn"] * 1e6
             diff = (onednn() - plain()).abs().max().item()
             print(f"| {rows} x {k} x {n} | {t_mkl:,.1f} | {t_dnn:,.1f} | {t_mkl / t_dnn:.2f} | {diff:.1e} |")
 
