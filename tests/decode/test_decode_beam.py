@@ -194,3 +194,22 @@ def test_empty_batch() -> None:
     lens = torch.zeros(0, dtype=torch.long)
     assert beam_search(model, empty, lens, beam_size=2, max_len=5) == []
     assert greedy_decode(model, empty, lens, max_len=5) == []
+
+
+def test_step_log_probs_in_place_equals_a_new_tensor() -> None:
+    from attnlab.decode.search import step_log_probs
+
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(3)) * 5
+    expected = step_log_probs(logits.clone(), bos_id=1)
+    buffer = logits.clone()
+    got = step_log_probs(buffer, bos_id=1, inplace=True)
+    assert got.data_ptr() == buffer.data_ptr()
+    assert torch.equal(got, expected)
+    assert torch.isinf(got[:, :2]).all() and torch.isfinite(got[:, 2:]).all()
+    half = step_log_probs(logits.bfloat16(), bos_id=1, inplace=True)  # not float32: a new float32 tensor
+    assert half.dtype == torch.float32
+    steps = torch.randn(6, 4, 50, generator=torch.Generator().manual_seed(4))  # the last step of a teacher-forced pass
+    strided, before = steps[:, -1], steps[:, -1].clone()
+    got = step_log_probs(strided, bos_id=1, inplace=True)
+    assert torch.equal(got, step_log_probs(before, bos_id=1))
+    assert torch.equal(strided, before) and got.data_ptr() != strided.data_ptr()

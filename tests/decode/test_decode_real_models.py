@@ -95,3 +95,34 @@ def test_beam_hypotheses_match_teacher_forcing(model: EosRamp) -> None:
             assert h.cross_attention.shape == (h.num_steps, n)
             torch.testing.assert_close(h.cross_attention, cross, atol=1e-5, rtol=0)
             torch.testing.assert_close(h.cross_attention.sum(-1), torch.ones(h.num_steps), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_logits_a_hook_kept_are_not_overwritten(beam_size: int) -> None:
+    """Unwatched, decoding writes each step's log-probabilities over the Transformer's logits (no second (B, V)
+    tensor); a forward hook on the output layer that keeps them must still see them unchanged, and the outputs
+    must not depend on the hook."""
+    torch.manual_seed(0)
+    model = build_model(CONFIGS["transformer-preln"], V, V)
+    src, lens = random_batch(12, LENS, V)
+
+    def decode() -> list[tuple[list[int], float]]:
+        if beam_size == 1:
+            hyps = greedy_decode(model, src, lens, max_len=6)
+        else:
+            hyps = [nb[0] for nb in beam_search(model, src, lens, beam_size=beam_size, max_len=6)]
+        return [(h.tokens, h.score) for h in hyps]
+
+    plain = decode()
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+    handle = model.output.register_forward_hook(lambda _m, _i, out: kept.append((out, out.clone())))
+    try:
+        watched = decode()
+    finally:
+        handle.remove()
+    assert len(kept) >= 3
+    for held, copy in kept:
+        assert torch.equal(held, copy)
+    assert [t for t, _ in watched] == [t for t, _ in plain]
+    for (_, a), (_, b) in zip(watched, plain, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)

@@ -24,6 +24,7 @@ import math
 
 import torch
 
+from attnlab.attention.scoring import is_observed
 from attnlab.decode.greedy import eval_mode
 from attnlab.decode.search import (
     BOS_ID,
@@ -139,13 +140,17 @@ def beam_search(
         attn_hist = None  # (B, K, t, Ts), made at the first step: Ts is the model's memory length (tokens or patches)
         tokens = torch.full((batch_size * k,), bos_id, dtype=torch.long, device=device)
 
+        # The step's logits are overwritten by their log-probabilities unless a hook (capture, explanation) may
+        # have kept a reference to them.
+        own_logits = not any(is_observed(m) for m in model.modules())
         for step in range(max_len):
             n_active = len(active)
             # 2. Score all K * V extensions of every running sentence; keep the 2K best.
             out = model.decode_step(tokens, state, need_weights=return_attention)
-            logp = step_log_probs(out.logits, bos_id=bos_id)  # (Ba * K, V)
+            logp = step_log_probs(out.logits, bos_id=bos_id, inplace=own_logits)  # (Ba * K, V)
             vocab = logp.shape[-1]
-            cand = (beam_scores.unsqueeze(2) + logp.view(n_active, k, vocab)).view(n_active, k * vocab)
+            # In place (logp is ours either way): a second (Ba, K * V) tensor cost as much as the rest of the step.
+            cand = logp.view(n_active, k, vocab).add_(beam_scores.unsqueeze(2)).view(n_active, k * vocab)
             n_cand = min(2 * k, k * vocab)
             top_scores, top_idx = cand.topk(n_cand, dim=1)  # (Ba, 2K)
             top_beam = torch.div(top_idx, vocab, rounding_mode="floor")  # (Ba, 2K)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
+from attnlab.attention.scoring import is_observed
 from attnlab.decode.search import (
     BOS_ID,
     EOS_ID,
@@ -102,6 +103,7 @@ def greedy_decode(
         live_src, live_lens = src, src_lens
         prefix = tokens.unsqueeze(1)  # (B, 1)
 
+        own_logits = not any(is_observed(m) for m in model.modules())  # else a hook may hold the logits
         for step in range(max_len):
             # 3. Score the next token of every live row.
             if use_cache:
@@ -111,7 +113,7 @@ def greedy_decode(
                 full = model.forward(live_src, live_lens, prefix, need_weights=return_attention)
                 logits = full.logits[:, -1]  # (B_live, V)
                 weights = last_step_cross_weights(full.attention) if return_attention else None
-            logp = step_log_probs(logits, bos_id=bos_id)
+            logp = step_log_probs(logits, bos_id=bos_id, inplace=own_logits)
             best_logp, best = logp.max(dim=-1)  # (B_live,), (B_live,)
 
             # 4. Record the choice for the original rows.
