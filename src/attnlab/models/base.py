@@ -78,7 +78,8 @@ class DecoderState(ABC):
 @dataclass
 class StepOutput:
     """Attributes:
-    logits: ``(B, V)`` scores for the next token.
+    logits: ``(B, V)`` scores for the next token. They belong to the caller: greedy decoding and beam search write
+        log-probabilities over them (unless a hook watches the model), so a model must not keep them in its state.
     state: the decoder state after consuming the step's tokens.
     cross_weights: ``(B, Ts)`` attention over the source for this step (averaged over heads, last layer
         for the Transformer), or ``None`` when not requested.
