@@ -13,8 +13,9 @@ the same shared libraries (libtorch alone is ~100 MiB resident in each). This ru
 * per process, the kernel's own peak (``VmHWM``, exact between samples too) and its command line.
 
 The summed figures are sampled, so a peak shorter than ``--interval`` can be missed; the per-process peaks are
-not. ``--log FILE`` writes every sample (time, then ``pid:rss/pss`` in MiB per process). The exit code is
-COMMAND's; SIGINT and SIGTERM are passed on to it.
+not. ``--log FILE`` writes every sample as it is taken (time, then ``pid:rss/pss`` in MiB per process); a path
+that cannot be written is refused before COMMAND starts (exit 2). The exit code is COMMAND's; SIGINT and SIGTERM
+are passed on to it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 MIB = 1024
 
@@ -89,7 +91,7 @@ def _name(pid: int) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
-def sample(root: int, peaks: Peaks, start: float, log: list[str] | None) -> None:
+def sample(root: int, peaks: Peaks, start: float, log: TextIO | None) -> None:
     """One reading of the group below ``root`` into ``peaks``."""
     now = time.monotonic() - start
     rss_sum = pss_sum = 0
@@ -111,7 +113,7 @@ def sample(root: int, peaks: Peaks, start: float, log: list[str] | None) -> None
     if pss_sum > peaks.pss_sum:
         peaks.pss_sum, peaks.pss_sum_at = pss_sum, now
     if log is not None:
-        log.append(f"{now:.1f} " + " ".join(parts))
+        log.write(f"{now:.1f} " + " ".join(parts) + "\n")
 
 
 def report(peaks: Peaks, seconds: float, interval: float) -> str:
@@ -145,6 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/proc/self/smaps_rollup").exists():
         print("peak_memory: needs Linux's /proc/PID/smaps_rollup", file=sys.stderr)
         return 2
+    with contextlib.ExitStack() as stack:
+        try:  # opened before the command starts: an unwritable path must not cost a whole run's measurement
+            log = stack.enter_context(args.log.open("w", encoding="utf-8", buffering=1)) if args.log else None
+        except OSError as exc:
+            print(f"peak_memory: --log {str(args.log)[:200]!r}: {exc.strerror}", file=sys.stderr)
+            return 2
+        return _measure(command, args.interval, log)
+
+
+def _measure(command: list[str], interval: float, log: TextIO | None) -> int:
+    """Run ``command``, sampling its process tree every ``interval`` seconds; its exit code."""
     start = time.monotonic()
     try:
         proc = subprocess.Popen(command)
@@ -154,15 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):  # pass them on; the command decides when to end
         signal.signal(signum, lambda s, _f: proc.send_signal(s))
     peaks = Peaks()
-    log: list[str] | None = [] if args.log else None
     while proc.poll() is None:
         sample(proc.pid, peaks, start, log)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(args.interval)
+            proc.wait(interval)
     seconds = time.monotonic() - start
-    if args.log:
-        args.log.write_text("\n".join(log or []) + "\n", encoding="utf-8")
-    print(report(peaks, seconds, args.interval), file=sys.stderr)
+    print(report(peaks, seconds, interval), file=sys.stderr)
     return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
 
 

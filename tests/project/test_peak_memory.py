@@ -37,3 +37,13 @@ def test_a_missing_command_is_one_line() -> None:
                          timeout=30)
     assert res.returncode == 127 and res.stderr.strip().count("\n") == 0, res.stderr
     assert "cannot start '/nonexistent/cmd'" in res.stderr
+
+
+def test_an_unwritable_log_is_refused_before_the_command_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    res = subprocess.run([sys.executable, str(TOOL), "--log", str(tmp_path / "no" / "such" / "dir.log"), "--",
+                          sys.executable, "-c", f"open({str(marker)!r}, 'w')"], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert "--log" in res.stderr and "No such file or directory" in res.stderr
+    assert not marker.exists()

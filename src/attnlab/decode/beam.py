@@ -24,7 +24,6 @@ import math
 
 import torch
 
-from attnlab.attention.scoring import is_observed
 from attnlab.decode.greedy import eval_mode
 from attnlab.decode.search import (
     BOS_ID,
@@ -32,6 +31,7 @@ from attnlab.decode.search import (
     Hypothesis,
     NBestList,
     check_inputs,
+    logits_are_ours,
     normalize,
     step_log_probs,
 )
@@ -140,9 +140,7 @@ def beam_search(
         attn_hist = None  # (B, K, t, Ts), made at the first step: Ts is the model's memory length (tokens or patches)
         tokens = torch.full((batch_size * k,), bos_id, dtype=torch.long, device=device)
 
-        # The step's logits are overwritten by their log-probabilities unless a hook (capture, explanation) may
-        # have kept a reference to them.
-        own_logits = not any(is_observed(m) for m in model.modules())
+        own_logits = logits_are_ours(model)  # then each step's log-probabilities are written over its logits
         for step in range(max_len):
             n_active = len(active)
             # 2. Score all K * V extensions of every running sentence; keep the 2K best.

@@ -16,13 +16,13 @@ from contextlib import contextmanager
 
 import torch
 
-from attnlab.attention.scoring import is_observed
 from attnlab.decode.search import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
     Hypothesis,
     check_inputs,
+    logits_are_ours,
     normalize,
     step_log_probs,
 )
@@ -103,7 +103,7 @@ def greedy_decode(
         live_src, live_lens = src, src_lens
         prefix = tokens.unsqueeze(1)  # (B, 1)
 
-        own_logits = not any(is_observed(m) for m in model.modules())  # else a hook may hold the logits
+        own_logits = logits_are_ours(model)  # then each step's log-probabilities are written over its logits
         for step in range(max_len):
             # 3. Score the next token of every live row.
             if use_cache:

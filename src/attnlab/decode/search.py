@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from attnlab.attention.scoring import is_observed
+
 PAD_ID = 0
 BOS_ID = 1
 EOS_ID = 2
@@ -66,6 +68,12 @@ def length_penalty(length: int | float | torch.Tensor, alpha: float) -> float | 
 def normalize(score: float, length: int, alpha: float) -> float:
     """``score / length_penalty(length, alpha)``."""
     return score / float(length_penalty(length, alpha))
+
+
+def logits_are_ours(model: torch.nn.Module) -> bool:
+    """Whether a decoder may write over the logits ``model.decode_step`` returns (``step_log_probs(...,
+    inplace=True)``): nothing watches any of its modules, so no hook (capture, explanation) may hold them."""
+    return not any(is_observed(m) for m in model.modules())
 
 
 def step_log_probs(logits: torch.Tensor, *, bos_id: int, pad_id: int = PAD_ID, inplace: bool = False) -> torch.Tensor:
