@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from attnlab.attention import native
 from attnlab.attention._checks import check_dropout, check_float3d, check_positive
 from attnlab.attention.cache import KVCache
 from attnlab.attention.functional import (
@@ -276,6 +277,9 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)  # (B, 1, 3D)
         q, k, v = (t.view(B, 1, H, Dh).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # (B, H, 1, Dh) each
         k, v = cache.update(k, v)  # (B, H, Tk, Dh)
+        context = native.one_query_attention(q[:, :, 0], k, v)  # (B, 1, D), or None: no compiled kernels
+        if context is not None:
+            return self.out_proj(context)
         if self.policy.choose(1, k.shape[2], cached=True, grad=False) == "explicit":
             context = step_attention(q, k, v)  # (B, H, 1, Dh): one query, every key allowed
         else:
@@ -293,7 +297,8 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
         """
         rows, H, Dh = query.shape[0], self.num_heads, self.head_dim
         B = rows // beams
-        q = F.linear(query, *self._weight(0)).view(B, beams, H, Dh).transpose(1, 2)  # (B, H, beams, Dh)
+        q_rows = F.linear(query, *self._weight(0)).view(rows, H, Dh)  # (B * beams, H, Dh)
+        q = q_rows.view(B, beams, H, Dh).transpose(1, 2)  # (B, H, beams, Dh)
         if not cache.filled:
             _, k, v = self._project(memory, memory, memory, False, skip_kv=False)  # (B, Ts, D) each; q unused
             Ts = memory.shape[1]
@@ -302,6 +307,10 @@ class MultiHeadAttention(WeightsHooks, nn.Module):
             mask, k, v, rows_ok = None, cache.key, cache.value, True
         else:  # (B, 1, 1, Ts) mask and (B, H, Ts, Dh) keys/values with the padding zeroed, made at the first step
             mask, k, v, rows_ok = cache.padding_mask(valid_lens)
+        if rows_ok:  # the compiled kernel reads the first valid_lens[b] keys of row b: every row needs one
+            context = native.one_query_attention(q_rows, k, v, valid_lens, beams)
+            if context is not None:
+                return self.out_proj(context)  # (B * beams, 1, D)
         explicit = self.policy.choose(beams, len(cache), cached=True, grad=False) == "explicit"
         if not rows_ok:  # a row with no key to attend to: the general paths' guards
             context = explicit_attention(q, k, v, mask, keys_zeroed=True)[0] if explicit else \

@@ -24,10 +24,12 @@ import math
 
 import torch
 
+from attnlab.attention import native
 from attnlab.decode.greedy import eval_mode
 from attnlab.decode.search import (
     BOS_ID,
     EOS_ID,
+    PAD_ID,
     Hypothesis,
     NBestList,
     check_inputs,
@@ -145,12 +147,15 @@ def beam_search(
             n_active = len(active)
             # 2. Score all K * V extensions of every running sentence; keep the 2K best.
             out = model.decode_step(tokens, state, need_weights=return_attention)
-            logp = step_log_probs(out.logits, bos_id=bos_id, inplace=own_logits)  # (Ba * K, V)
-            vocab = logp.shape[-1]
-            # In place (logp is ours either way): with the in-place log-softmax, 1.12x for beam 5 x 64 sentences.
-            cand = logp.view(n_active, k, vocab).add_(beam_scores.unsqueeze(2)).view(n_active, k * vocab)
+            vocab = out.logits.shape[-1]
             n_cand = min(2 * k, k * vocab)
-            top_scores, top_idx = cand.topk(n_cand, dim=1)  # (Ba, 2K)
+            picked = native.beam_topk(out.logits, beam_scores, n_cand, pad_id=PAD_ID, bos_id=bos_id)  # None: no kernels
+            if picked is None:
+                logp = step_log_probs(out.logits, bos_id=bos_id, inplace=own_logits)  # (Ba * K, V)
+                # In place (logp is ours either way): with the in-place log-softmax, 1.12x for beam 5 x 64 sentences.
+                cand = logp.view(n_active, k, vocab).add_(beam_scores.unsqueeze(2)).view(n_active, k * vocab)
+                picked = cand.topk(n_cand, dim=1)
+            top_scores, top_idx = picked  # (Ba, 2K)
             top_beam = torch.div(top_idx, vocab, rounding_mode="floor")  # (Ba, 2K)
             top_tok = top_idx % vocab  # (Ba, 2K)
             weights = None

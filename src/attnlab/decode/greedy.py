@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
+from attnlab.attention import native
 from attnlab.decode.search import (
     BOS_ID,
     EOS_ID,
@@ -113,8 +114,10 @@ def greedy_decode(
                 full = model.forward(live_src, live_lens, prefix, need_weights=return_attention)
                 logits = full.logits[:, -1]  # (B_live, V)
                 weights = last_step_cross_weights(full.attention) if return_attention else None
-            logp = step_log_probs(logits, bos_id=bos_id, inplace=own_logits)
-            best_logp, best = logp.max(dim=-1)  # (B_live,), (B_live,)
+            picked = native.greedy_pick(logits, pad_id=PAD_ID, bos_id=bos_id)  # None: no compiled kernels
+            if picked is None:
+                picked = step_log_probs(logits, bos_id=bos_id, inplace=own_logits).max(dim=-1)
+            best_logp, best = picked  # (B_live,), (B_live,)
 
             # 4. Record the choice for the original rows.
             scores[rows] += best_logp

@@ -1,0 +1,225 @@
+"""Compiled kernels for one-step decoding: one-query attention and greedy decoding's choice of token.
+
+At decoding shapes -- one new query per row, a few dozen keys, 32-64 dimensions per head -- PyTorch's attention
+kernel costs 100-700 µs a call, most of it overhead per (row, head), and greedy decoding's log-softmax plus arg-max
+reads and writes the whole ``(rows, vocabulary)`` logits several times. ``kernels.c`` (next to this file) does the
+same arithmetic in float32 in plain loops that the C compiler vectorizes.
+
+The kernels are built on first use with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) and
+kept in ``$ATTNLAB_CACHE_DIR`` (default ``$XDG_CACHE_HOME/attnlab``, i.e. ``~/.cache/attnlab``) under ``native/``,
+named by a hash of the source, the flags, the compiler and the CPU, so a change of any of them builds again. Without
+a compiler, or with ``ATTNLAB_NATIVE=0``, every caller keeps PyTorch's kernels: the functions here return ``None``
+and :func:`status` says why. The results equal PyTorch's within float32 rounding (``tests/attention/test_native.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["available", "status", "one_query_attention", "greedy_pick", "beam_topk", "cache_dir"]
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno")
+NATIVE_FLAGS = ("-march=native",)  # dropped when the compiler refuses it
+
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+_state: dict[str, object] = {}  # "lib": the loaded library or None, "status": why
+
+
+def cache_dir() -> Path:
+    """``$ATTNLAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/attnlab``, else ``~/.cache/attnlab``."""
+    env = os.environ.get("ATTNLAB_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attnlab"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc)
+    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and feature flags (``-march=native`` builds for them), or the machine type."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.machine() + platform.processor()
+    lines = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
+    return platform.machine() + "\n".join(sorted(set(lines)))
+
+
+def _build(cc: str, out: Path) -> None:
+    """Compile ``kernels.c`` into ``out`` (atomically), with ``-march=native`` when the compiler takes it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        for extra in (NATIVE_FLAGS, ()):
+            result = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, str(SOURCE), "-lm"], capture_output=True,
+                                    text=True, timeout=120)
+            if result.returncode == 0:
+                os.replace(tmp, out)
+                return
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1][:200]
+        raise OSError(f"{Path(cc).name} failed: {last}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _library_path(cc: str) -> Path:
+    """Where the library built by ``cc`` for this source, these flags and this CPU is kept."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, *NATIVE_FLAGS, cc, version,
+                                    _cpu_signature()]).encode()).hexdigest()[:16]
+    return cache_dir() / "native" / f"kernels-{key}.so"
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("ATTNLAB_NATIVE", "1") == "0":
+        _state["status"] = "off (ATTNLAB_NATIVE=0)"
+        return None
+    cc = _compiler()
+    if cc is None:
+        _state["status"] = "unavailable: no C compiler found (set CC)"
+        return None
+    try:
+        path = _library_path(cc)
+        if not path.exists():
+            _build(cc, path)
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:  # a damaged file in the cache: build it again once
+            _build(cc, path)
+            lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.SubprocessError) as err:
+        _state["status"] = f"unavailable: {err}"
+        return None
+    lib.attnlab_one_query_attention.argtypes = [_PTR, _I64, _I64, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _I64,
+                                                _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, ctypes.c_float]
+    lib.attnlab_one_query_attention.restype = ctypes.c_int
+    lib.attnlab_greedy_pick.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR]
+    lib.attnlab_greedy_pick.restype = _I64
+    lib.attnlab_beam_topk.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _I64, _PTR, _PTR]
+    lib.attnlab_beam_topk.restype = _I64
+    _state["status"] = f"compiled ({path})"
+    return lib
+
+
+def _lib() -> ctypes.CDLL | None:
+    if "lib" not in _state:
+        _state["lib"] = _load()
+    return _state["lib"]  # type: ignore[return-value]
+
+
+def available() -> bool:
+    """Whether the kernels are built and loaded (building them on the first call)."""
+    return _lib() is not None
+
+
+def status() -> str:
+    """``"compiled (PATH)"``, ``"off (ATTNLAB_NATIVE=0)"`` or ``"unavailable: REASON"``."""
+    _lib()
+    return str(_state["status"])
+
+
+def _reset() -> None:
+    """Forget the loaded library (tests change the environment and load again)."""
+    _state.clear()
+
+
+def _plain(t: torch.Tensor) -> bool:
+    return t.dtype == torch.float32 and t.device.type == "cpu" and t.stride(-1) == 1
+
+
+def one_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        valid_lens: torch.Tensor | None = None, beams: int = 1) -> torch.Tensor | None:
+    """Scaled dot-product attention of one query per row, in float32; ``None`` where the kernel does not apply.
+
+    ``query``: ``(N, H, Dh)``, ``N = B * beams`` (row ``n`` attends with memory row ``n // beams``); ``key``,
+    ``value``: ``(B, H, T, Dh)``, any strides with the last dimension contiguous (a view of a cache's buffers);
+    ``valid_lens``: ``(B,)``, the keys each memory row may attend to (its first ``valid_lens[b]``), every one
+    ``>= 1``; ``None``: all ``T``. Returns ``(N, 1, H * Dh)``, the heads concatenated, or ``None`` (kernels
+    unavailable, not float32 on the CPU, other shapes, or autograd recording) so the caller uses PyTorch.
+    """
+    lib = _lib()
+    if lib is None or not (_plain(query) and _plain(key) and _plain(value)) or torch.is_grad_enabled() and (
+            query.requires_grad or key.requires_grad or value.requires_grad):
+        return None
+    N, H, Dh = query.shape
+    B, _, T, _ = key.shape
+    if beams < 1 or N % beams or key.shape != (N // beams, H, T, Dh) or value.shape != key.shape or T == 0:
+        return None
+    if valid_lens is not None:
+        if valid_lens.shape != (B,) or valid_lens.device.type != "cpu":
+            return None
+        valid_lens = valid_lens.to(torch.int64).contiguous()
+    out = torch.empty(N, 1, H * Dh)
+    code = lib.attnlab_one_query_attention(
+        query.data_ptr(), query.stride(0), query.stride(1),
+        key.data_ptr(), key.stride(0), key.stride(1), key.stride(2),
+        value.data_ptr(), value.stride(0), value.stride(1), value.stride(2),
+        None if valid_lens is None else valid_lens.data_ptr(), out.data_ptr(), N, beams, H, T, Dh,
+        1.0 / math.sqrt(Dh))
+    return out if code == 0 else None
+
+
+def greedy_pick(logits: torch.Tensor, *, pad_id: int, bos_id: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Greedy decoding's choice: ``step_log_probs(logits, ...).max(dim=-1)`` without a log-probability matrix.
+
+    ``logits``: ``(B, V)`` float32 on the CPU, rows contiguous. Returns ``(best_log_prob (B,), best_id (B,))``:
+    the arg-max over every id but ``pad_id`` and ``bos_id`` (the first on ties) and its log-softmax over all ``V``
+    ids; ``None`` where the kernel does not apply or a row holds NaN or ``+inf`` (PyTorch then gives its answer).
+    """
+    lib = _lib()
+    if lib is None or logits.dim() != 2 or not _plain(logits) or logits.requires_grad:
+        return None
+    B, V = logits.shape
+    if not (0 <= pad_id < V and 0 <= bos_id < V):
+        return None
+    best = torch.empty(B, dtype=torch.int64)
+    best_logp = torch.empty(B)
+    skip0, skip1 = sorted((pad_id, bos_id))
+    failed = lib.attnlab_greedy_pick(logits.data_ptr(), B, V, logits.stride(0), skip0, skip1, best.data_ptr(),
+                                     best_logp.data_ptr())
+    return None if failed else (best_logp, best)
+
+
+def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, n_cand: int, *, pad_id: int,
+              bos_id: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Beam search's candidates without a log-probability matrix: what ``step_log_probs(logits, ...)`` viewed as
+    ``(Ba, K, V)``, plus ``beam_scores`` ``(Ba, K)``, then ``topk(n_cand)`` over ``(Ba, K * V)`` give.
+
+    ``logits``: ``(Ba * K, V)`` float32 on the CPU, rows contiguous. Returns ``(scores, flat_ids)``, both
+    ``(Ba, n_cand)``, best first (the lower flat id ``j * V + v`` first on ties); ``None`` where the kernel does not
+    apply or a row's log-sum-exp is not finite (NaN or ``+inf`` logits: PyTorch then gives its answer).
+    """
+    lib = _lib()
+    if lib is None or logits.dim() != 2 or not _plain(logits) or logits.requires_grad:
+        return None
+    if beam_scores.dim() != 2 or beam_scores.dtype != torch.float32 or not beam_scores.is_contiguous() or \
+            beam_scores.device.type != "cpu":
+        return None
+    (Ba, K), V = beam_scores.shape, logits.shape[1]
+    if logits.shape[0] != Ba * K or not (1 <= n_cand <= K * V) or not (0 <= pad_id < V and 0 <= bos_id < V):
+        return None
+    scores = torch.empty(Ba, n_cand)
+    ids = torch.empty(Ba, n_cand, dtype=torch.int64)
+    skip0, skip1 = sorted((pad_id, bos_id))
+    failed = lib.attnlab_beam_topk(logits.data_ptr(), Ba, K, V, logits.stride(0), beam_scores.data_ptr(), skip0,
+                                   skip1, n_cand, scores.data_ptr(), ids.data_ptr())
+    return None if failed else (scores, ids)
+
