@@ -34,6 +34,9 @@ Each engine runs in its own process (in one process their OpenMP thread pools sl
 alternating, each pass after a warm-up pass; the first round also counts the sentences whose best output differs
 (greedy: expected 0). The ratio is attnlab's time over CTranslate2's (above 1: CTranslate2 is faster). Without
 ``ctranslate2`` installed it says so in one line and times attnlab alone.
+
+The header says whether attnlab's compiled decoding kernels (:mod:`attnlab.attention.native`) were in use;
+``ATTNLAB_NATIVE=0 python benchmarks/decode.py ...`` times PyTorch's kernels instead.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import environment, median_times  # noqa: E402
 
+from attnlab.attention import native  # noqa: E402
 from attnlab.core.errors import AttnlabError  # noqa: E402
 from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig  # noqa: E402
 from attnlab.data.corpus import multi30k_path, read_lines  # noqa: E402
@@ -261,7 +265,8 @@ def run_vs_ctranslate2(args: argparse.Namespace, device: torch.device) -> None:
                      "attnlab_seconds": med["attnlab"], "ct2_seconds": med.get("ct2"), "outputs_differ": differ})
     n = sum(b.src.shape[0] for b in modes[0][2])
     version = ctranslate2.__version__ if ctranslate2 is not None else "not installed"
-    print(f"# attnlab vs CTranslate2 {version}: {n} sentences, checkpoint {tr.path} (step {tr.step})")
+    print(f"# attnlab vs CTranslate2 {version}: {n} sentences, checkpoint {tr.path} (step {tr.step}), attnlab's "
+          f"compiled kernels: {kernels_status()}")
     print(f"# {environment()}, device {device}, fp32 (CT2 compute_type float32, intra_threads {args.threads}, "
           f"inter_threads 1), beam length penalty 0, each engine in its own process, median of {args.repeats} "
           f"(total {time.perf_counter() - t0:.0f} s)")
@@ -278,6 +283,12 @@ def run_vs_ctranslate2(args: argparse.Namespace, device: torch.device) -> None:
         Path(args.json).write_text(json.dumps({"environment": environment(), "device": str(device),
                                                "checkpoint": str(tr.path), "ctranslate2": version, "sentences": n,
                                                "repeats": args.repeats, "rows": rows}, indent=2))
+
+
+def kernels_status() -> str:
+    """:func:`attnlab.attention.native.status` without the library's path."""
+    status = native.status()
+    return "compiled" if status.startswith("compiled") else status
 
 
 def _proc_status_kib(field: str) -> int:
@@ -368,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
 
     n = setup.num_sentences
     print(f"# decoding benchmark: {n} sentences, batch {args.batch_size}, {len(setup.batches)} batches")
-    print(f"# model: {setup.description}")
+    print(f"# model: {setup.description}; attnlab's compiled kernels: {kernels_status()}")
     print(f"# {environment()}, device {device}, fp32, median of {args.repeats} "
           f"(total {time.perf_counter() - t0:.0f} s)")
     print(f"{'mode':<18} {'sent/s':>9} {'tok/s':>9} {'s/pass':>8} {'peak MiB':>9} {'vs recompute':>13}")

@@ -249,3 +249,12 @@ def test_a_compiler_that_fails_is_reported_in_one_line(monkeypatch: pytest.Monke
     monkeypatch.setenv("CC", str(fake))
     assert not native.available()
     assert native.status() == "unavailable: cc failed: error: no space"
+
+
+@needs_kernels
+def test_an_unusable_cache_directory_keeps_pytorch(monkeypatch: pytest.MonkeyPatch, fresh_state: Path) -> None:
+    blocker = fresh_state / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ATTNLAB_CACHE_DIR", str(blocker))  # a file where the directory should be
+    assert not native.available()
+    assert native.status().startswith("unavailable: ") and "\n" not in native.status()
