@@ -226,9 +226,11 @@ def test_without_a_compiler_decoding_keeps_pytorch(monkeypatch: pytest.MonkeyPat
     assert len(hyps) == 2
 
 
-def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch, fresh_state: Path) -> None:
-    monkeypatch.setenv("ATTNLAB_NATIVE", "0")
-    assert not native.available() and native.status() == "off (ATTNLAB_NATIVE=0)"
+@pytest.mark.parametrize("setting", ["0", "false", "Off", "no"])
+def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch, fresh_state: Path, setting: str) -> None:
+    monkeypatch.setenv("ATTNLAB_NATIVE", setting)
+    native._reset()
+    assert not native.available() and native.status() == f"off (ATTNLAB_NATIVE={setting})"
     assert not list(fresh_state.rglob("*.so"))  # nothing was built
 
 

@@ -1,15 +1,17 @@
-"""Compiled kernels for one-step decoding: one-query attention and greedy decoding's choice of token.
+"""Compiled kernels for one-step decoding: one-query attention, greedy's choice of token, beam search's candidates.
 
 At decoding shapes -- one new query per row, a few dozen keys, 32-64 dimensions per head -- PyTorch's attention
 kernel costs 100-700 µs a call, most of it overhead per (row, head), and greedy decoding's log-softmax plus arg-max
-reads and writes the whole ``(rows, vocabulary)`` logits several times. ``kernels.c`` (next to this file) does the
-same arithmetic in float32 in plain loops that the C compiler vectorizes.
+(beam search's log-softmax, plus scores, plus top-k) reads and writes the whole ``(rows, vocabulary)`` logits
+several times. ``kernels.c`` (next to this file) does the same arithmetic in float32 in plain loops that the C
+compiler vectorizes.
 
 The kernels are built on first use with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) and
 kept in ``$ATTNLAB_CACHE_DIR`` (default ``$XDG_CACHE_HOME/attnlab``, i.e. ``~/.cache/attnlab``) under ``native/``,
-named by a hash of the source, the flags, the compiler and the CPU, so a change of any of them builds again. Without
-a compiler, or with ``ATTNLAB_NATIVE=0``, every caller keeps PyTorch's kernels: the functions here return ``None``
-and :func:`status` says why. The results equal PyTorch's within float32 rounding (``tests/attention/test_native.py``).
+named by a hash of the source, the flags, the compiler and the CPU, so a change of any of them builds again.
+Without a compiler, or with ``ATTNLAB_NATIVE=0`` (or ``false``, ``no``, ``off``), every caller keeps PyTorch's
+kernels: the functions here return ``None`` and :func:`status` says why. The results equal PyTorch's within float32
+rounding (``tests/attention/test_native.py``).
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ def _library_path(cc: str) -> Path:
 
 
 def _load() -> ctypes.CDLL | None:
-    if os.environ.get("ATTNLAB_NATIVE", "1") == "0":
-        _state["status"] = "off (ATTNLAB_NATIVE=0)"
+    setting = os.environ.get("ATTNLAB_NATIVE", "1")
+    if setting.strip().lower() in ("0", "false", "no", "off"):
+        _state["status"] = f"off (ATTNLAB_NATIVE={setting[:20]})"
         return None
     cc = _compiler()
     if cc is None:
