@@ -155,6 +155,32 @@ def test_beam_topk_equals_log_softmax_plus_scores_then_topk(Ba: int, K: int, V: 
 
 
 @needs_kernels
+@settings(max_examples=80, deadline=None)
+@given(Ba=st.integers(1, 3), K=st.integers(1, 5), V=st.integers(3, 700), seed=st.integers(0, 2**16),
+       integer_logits=st.booleans())
+def test_beam_topk_equals_a_sorted_list(Ba: int, K: int, V: int, seed: int, integer_logits: bool) -> None:
+    """Against a plain oracle: every candidate's score, sorted by (score descending, flat id), the first 2K kept.
+    Integer logits make ties (the lower flat id first); some beams start at -inf, as at the first step."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(Ba * K, V, generator=g) * 5
+    if integer_logits:
+        logits = logits.round()
+    scores = -torch.randint(0, 4, (Ba, K), generator=g).float()
+    scores[torch.rand(Ba, K, generator=g) < 0.3] = float("-inf")
+    scores[:, 0] = 0.0
+    n_cand = min(2 * K, K * V)
+    got = native.beam_topk(logits, scores, n_cand, pad_id=0, bos_id=1)
+    assert got is not None
+    values = (step_log_probs(logits.clone(), bos_id=1).view(Ba, K, V) + scores.unsqueeze(2)).view(Ba, K * V)
+    for i in range(Ba):
+        row = values[i].tolist()
+        want = sorted(range(K * V), key=lambda f: (-row[f], f))[:n_cand]
+        finite = [f for f in want if row[f] > float("-inf")]
+        assert got[1][i, : len(finite)].tolist() == finite
+        torch.testing.assert_close(got[0][i, : len(finite)], values[i, finite], atol=3e-6, rtol=1e-6)
+
+
+@needs_kernels
 def test_beam_topk_ties_and_declines() -> None:
     logits = torch.zeros(2, 6)  # all equal: the lower flat ids first, <pad> and <bos> last
     got = native.beam_topk(logits, torch.zeros(1, 2), 12, pad_id=0, bos_id=1)

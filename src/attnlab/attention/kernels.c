@@ -150,58 +150,97 @@ int64_t attnlab_greedy_pick(const float *logits, int64_t B, int64_t V, int64_t l
     return failed;
 }
 
+/* Insert (value s, index id) into vals/idx, `*count` of `n` entries sorted best first; stable: after equal values.
+   The caller makes sure s belongs in the list (the list is short or s beats its last entry). */
+static inline void insert_candidate(float *vals, int64_t *idx, int64_t *count, int64_t n, float s, int64_t id) {
+    int64_t p = *count < n ? (*count)++ : n - 1;
+    while (p > 0 && vals[p - 1] < s) {
+        vals[p] = vals[p - 1];
+        idx[p] = idx[p - 1];
+        --p;
+    }
+    vals[p] = s;
+    idx[p] = id;
+}
+
 /* Beam search's candidates for each of Ba sentences with K beams: the n_cand largest of
    log_softmax(logits[i * K + j])[v] + beam_scores[i * K + j] over j < K and v < V, v not skip0/skip1, as values and
    flat indices j * V + v, best first (the lower index first on ties) -- what log_softmax, setting the two ids to
-   -inf, adding the beam scores and topk over (Ba, K * V) give, without writing a (Ba * K, V) matrix. Each row is
-   read twice (its maximum by blocks, the sum of exponentials); the selection then visits only the blocks whose
-   maximum can still enter the list. n_cand <= K * V. Returns the number of rows whose log-sum-exp is not finite
-   (NaN or +inf logits: the caller falls back), or -1 when out of memory. */
+   -inf, adding the beam scores and topk over (Ba, K * V) give, without writing a (Ba * K, V) matrix.
+   1. Each row is read twice: its maximum by blocks of PICK_BLOCK ids (the allowed ids only) and its sum of
+      exponentials. 2. The n_cand-th largest block maximum, in score terms, is a lower bound of the n_cand-th best
+      candidate (each block maximum is a candidate), so 3. only blocks whose maximum reaches it are read again.
+   n_cand <= K * V. Returns the number of sentences with a row whose log-sum-exp is not finite (NaN or +inf
+   logits: the caller falls back), or -1 when out of memory. */
 int64_t attnlab_beam_topk(const float *logits, int64_t Ba, int64_t K, int64_t V, int64_t ld,
                           const float *beam_scores, int64_t skip0, int64_t skip1, int64_t n_cand,
                           float *top_scores, int64_t *top_idx) {
     int64_t n_blocks = (V + PICK_BLOCK - 1) / PICK_BLOCK;
-    float *block_max = malloc((size_t)(n_blocks > 0 ? n_blocks : 1) * sizeof(float));
-    if (!block_max) return -1;
+    float *block_max = malloc((size_t)(K * n_blocks + 2 * K + n_cand) * sizeof(float));
+    int64_t *bound_idx = malloc((size_t)n_cand * sizeof(int64_t));
+    if (!block_max || !bound_idx) {
+        free(block_max);
+        free(bound_idx);
+        return -1;
+    }
+    float *row_top = block_max + K * n_blocks, *row_log_sum = row_top + K, *bound = row_log_sum + K;
     int64_t failed = 0;
     for (int64_t i = 0; i < Ba; ++i) {
         float *vals = top_scores + i * n_cand;
         int64_t *idx = top_idx + i * n_cand;
-        int64_t count = 0;
-        for (int64_t j = 0; j < K; ++j) {
+        int64_t count = 0, n_bound = 0;
+        int ok = 1;
+        /* 1. Block maxima over the allowed ids, each row's log-sum-exp over all ids; 2. the lower bound. */
+        for (int64_t j = 0; j < K && ok; ++j) {
             const float *restrict x = logits + (i * K + j) * ld;
-            /* 1. Block maxima and the row's maximum; 2. its log-sum-exp. */
+            float *bm = block_max + j * n_blocks;
             float top = -INFINITY;
             for (int64_t c = 0; c < n_blocks; ++c) {
                 int64_t a = c * PICK_BLOCK, e = a + PICK_BLOCK < V ? a + PICK_BLOCK : V;
-                block_max[c] = range_max(x, a, e);
-                top = block_max[c] > top ? block_max[c] : top;
+                if ((skip0 < a || skip0 >= e) && (skip1 < a || skip1 >= e)) {
+                    bm[c] = range_max(x, a, e);
+                } else {
+                    bm[c] = -INFINITY;
+                    for (int64_t v = a; v < e; ++v)
+                        if (v != skip0 && v != skip1 && x[v] > bm[c]) bm[c] = x[v];
+                }
+                top = bm[c] > top ? bm[c] : top;
             }
+            if (skip0 < V && x[skip0] > top) top = x[skip0];
+            if (skip1 < V && x[skip1] > top) top = x[skip1];
             float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
             for (int64_t v = 0; v < V; ++v) sum += exp_nonpositive(x[v] - top);
             float log_sum = logf(sum);  /* log-softmax = (x - top) - log_sum, as PyTorch rounds it */
-            if (!isfinite(top + log_sum)) { ++failed; break; }
+            if (!isfinite(top + log_sum)) { ok = 0; break; }
+            row_top[j] = top;
+            row_log_sum[j] = log_sum;
             float score = beam_scores[i * K + j];
-            /* 3. Insert every candidate above the current n_cand-th (every one while the list is short). */
             for (int64_t c = 0; c < n_blocks; ++c) {
-                if (count == n_cand && ((block_max[c] - top) - log_sum) + score <= vals[n_cand - 1]) continue;
+                float s = ((bm[c] - top) - log_sum) + score;
+                if (n_bound < n_cand || s > bound[n_cand - 1]) insert_candidate(bound, bound_idx, &n_bound, n_cand, s, c);
+            }
+        }
+        if (!ok) { ++failed; continue; }
+        float lower = n_bound == n_cand ? bound[n_cand - 1] : -INFINITY;
+        /* 3. Every candidate of the blocks that reach the bound, in index order (ties keep the lower index). */
+        for (int64_t j = 0; j < K; ++j) {
+            const float *restrict x = logits + (i * K + j) * ld;
+            const float *bm = block_max + j * n_blocks;
+            float top = row_top[j], log_sum = row_log_sum[j], score = beam_scores[i * K + j];
+            for (int64_t c = 0; c < n_blocks; ++c) {
+                if (count == n_cand && ((bm[c] - top) - log_sum) + score <= vals[n_cand - 1]) continue;
+                if (lower > -INFINITY && ((bm[c] - top) - log_sum) + score < lower) continue;
                 int64_t a = c * PICK_BLOCK, e = a + PICK_BLOCK < V ? a + PICK_BLOCK : V;
                 for (int64_t v = a; v < e; ++v) {
                     float s = (v == skip0 || v == skip1) ? -INFINITY : ((x[v] - top) - log_sum) + score;
                     if (count == n_cand && !(s > vals[n_cand - 1])) continue;
-                    int64_t p = count < n_cand ? count++ : n_cand - 1;  /* the slot it may take: the last */
-                    while (p > 0 && vals[p - 1] < s) {  /* stable: it goes after every equal value */
-                        vals[p] = vals[p - 1];
-                        idx[p] = idx[p - 1];
-                        --p;
-                    }
-                    vals[p] = s;
-                    idx[p] = j * V + v;
+                    insert_candidate(vals, idx, &count, n_cand, s, j * V + v);
                 }
             }
         }
     }
     free(block_max);
+    free(bound_idx);
     return failed;
 }
