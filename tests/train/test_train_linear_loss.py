@@ -3,6 +3,7 @@ and never holds more than one chunk's logits."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -225,7 +226,9 @@ def whole_and_ddp_chunked_grads(model: torch.nn.Module, batch: Batch,
     """The gradients of the whole-logits loss, and of the chunked one through a one-rank gloo DDP wrapper (names
     without ``module.``)."""
     _, _, ref_grads = _loss_and_grads(model, batch, label_smoothing=0.1, chunk_tokens=None)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    # Bounded: a fresh clone once hung here in a futex for 20 minutes; gloo then fails after 60 s instead.
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+                            timeout=datetime.timedelta(seconds=60))
     try:
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         _, _, grads = _loss_and_grads(ddp, batch, label_smoothing=0.1, chunk_tokens=7)
