@@ -286,3 +286,9 @@ def test_an_unusable_cache_directory_keeps_pytorch(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ATTNLAB_CACHE_DIR", str(blocker))  # a file where the directory should be
     assert not native.available()
     assert native.status().startswith("unavailable: ") and "\n" not in native.status()
+
+
+def test_a_huge_cache_path_is_not_echoed_whole(monkeypatch: pytest.MonkeyPatch, fresh_state: Path) -> None:
+    monkeypatch.setenv("ATTNLAB_CACHE_DIR", "/proc/" + "x" * 3000)  # cannot be created
+    assert not native.available()
+    assert len(native.status()) <= len("unavailable: ") + 200

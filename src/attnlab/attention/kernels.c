@@ -104,6 +104,15 @@ static inline float range_max(const float *restrict x, int64_t a, int64_t b) {
 
 #define PICK_BLOCK 256
 
+/* The largest x[i] over a <= i < e, skip0 and skip1 left out (vectorized when the block holds neither). */
+static inline float allowed_max(const float *restrict x, int64_t a, int64_t e, int64_t skip0, int64_t skip1) {
+    if ((skip0 < a || skip0 >= e) && (skip1 < a || skip1 >= e)) return range_max(x, a, e);
+    float m = -INFINITY;
+    for (int64_t i = a; i < e; ++i)
+        if (i != skip0 && i != skip1 && x[i] > m) m = x[i];
+    return m;
+}
+
 /* Greedy decoding's choice for each row of (B, V) logits (row stride ld): the arg-max over every id except skip0
    and skip1 (the first one on ties), and its log-softmax value over all V ids -- what log_softmax, setting the two
    ids to -inf and max would give, reading the row twice and writing nothing. Returns the number of rows without
@@ -118,14 +127,7 @@ int64_t attnlab_greedy_pick(const float *logits, int64_t B, int64_t V, int64_t l
         int64_t first = 0;
         for (int64_t a = 0; a < V; a += PICK_BLOCK) {
             int64_t e = a + PICK_BLOCK < V ? a + PICK_BLOCK : V;
-            float m;
-            if ((skip0 < a || skip0 >= e) && (skip1 < a || skip1 >= e)) {
-                m = range_max(x, a, e);
-            } else {
-                m = -INFINITY;
-                for (int64_t i = a; i < e; ++i)
-                    if (i != skip0 && i != skip1 && x[i] > m) m = x[i];
-            }
+            float m = allowed_max(x, a, e, skip0, skip1);
             if (m > chosen) { chosen = m; first = a; }
         }
         /* 2. log-sum-exp over every id, the two skipped ones included. */
@@ -197,13 +199,7 @@ int64_t attnlab_beam_topk(const float *logits, int64_t Ba, int64_t K, int64_t V,
             float top = -INFINITY;
             for (int64_t c = 0; c < n_blocks; ++c) {
                 int64_t a = c * PICK_BLOCK, e = a + PICK_BLOCK < V ? a + PICK_BLOCK : V;
-                if ((skip0 < a || skip0 >= e) && (skip1 < a || skip1 >= e)) {
-                    bm[c] = range_max(x, a, e);
-                } else {
-                    bm[c] = -INFINITY;
-                    for (int64_t v = a; v < e; ++v)
-                        if (v != skip0 && v != skip1 && x[v] > bm[c]) bm[c] = x[v];
-                }
+                bm[c] = allowed_max(x, a, e, skip0, skip1);
                 top = bm[c] > top ? bm[c] : top;
             }
             if (skip0 < V && x[skip0] > top) top = x[skip0];

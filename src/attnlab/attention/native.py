@@ -109,7 +109,8 @@ def _load() -> ctypes.CDLL | None:
             _build(cc, path)
             lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as err:
-        _state["status"] = f"unavailable: {err}"
+        reason = str(err)  # may name a path from the environment: bounded
+        _state["status"] = f"unavailable: {reason if len(reason) <= 200 else reason[:197] + '...'}"
         return None
     lib.attnlab_one_query_attention.argtypes = [_PTR, _I64, _I64, _PTR, _I64, _I64, _I64, _PTR, _I64, _I64, _I64,
                                                 _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, ctypes.c_float]
