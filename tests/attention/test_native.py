@@ -212,8 +212,16 @@ def decode_both(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 
 @needs_kernels
 def test_decoding_with_kernels_equals_decoding_without(monkeypatch: pytest.MonkeyPatch, fresh_state: Path) -> None:
-    calls = {"attention": 0, "pick": 0, "topk": 0}
+    calls = {"attention": 0, "pick": 0, "topk": 0, "decoder_layer_step": 0, "encoder_layer": 0}
     attend, pick, topk = native.one_query_attention, native.greedy_pick, native.beam_topk
+    layers = {name: getattr(native, name) for name in ("decoder_layer_step", "encoder_layer")}
+
+    def counted_layer(name: str):
+        def counted(*args, **kwargs):
+            out = layers[name](*args, **kwargs)
+            calls[name] += out is not None
+            return out
+        return counted
 
     def counted_attention(*args, **kwargs):
         out = attend(*args, **kwargs)
@@ -233,7 +241,11 @@ def test_decoding_with_kernels_equals_decoding_without(monkeypatch: pytest.Monke
     monkeypatch.setattr(native, "one_query_attention", counted_attention)
     monkeypatch.setattr(native, "beam_topk", counted_topk)
     monkeypatch.setattr(native, "greedy_pick", counted_pick)
+    for name in layers:
+        monkeypatch.setattr(native, name, counted_layer(name))
     out = decode_both(monkeypatch)
+    if native._blas_sgemm() is None:  # the layer kernels need PyTorch's BLAS (test_native_layers.py)
+        del calls["decoder_layer_step"], calls["encoder_layer"]
     assert min(calls.values()) > 0  # the kernels did run on the "1" side
     assert [t for t, _ in out["1"]] == [t for t, _ in out["0"]]
     assert [s for _, s in out["1"]] == pytest.approx([s for _, s in out["0"]], abs=1e-4)

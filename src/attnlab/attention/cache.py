@@ -103,6 +103,22 @@ class KVCache:
         self.key = self._key_buffer[:, :, :old + new]  # (B, H, Tk + T, Dh)
         self.value = self._value_buffer[:, :, :old + new]
 
+    def next_slot(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Room for one more position, for a kernel that writes it: ``(key_buffer, value_buffer, T)`` with the
+        buffers ``(B, H, capacity, Dh)`` (``capacity > T``) holding the ``T`` cached positions, ``key``/``value``
+        already the views of ``T + 1`` positions; the caller fills position ``T`` of both buffers. A growing cache
+        outside autograd only, filled before."""
+        if self.static or self.key is None or self.value is None:
+            raise ValueError("KVCache.next_slot: needs a growing cache that holds earlier positions")
+        old = self.key.shape[2]
+        if self._key_buffer is None or self._key_buffer.shape[2] < old + 1 or self._key_buffer.dtype != self.key.dtype:
+            capacity = old + 1 + max(_GROW, old)
+            self._key_buffer = self._grown(self.key, capacity)
+            self._value_buffer = self._grown(self.value, capacity)
+        self.key = self._key_buffer[:, :, :old + 1]  # (B, H, T + 1, Dh)
+        self.value = self._value_buffer[:, :, :old + 1]
+        return self._key_buffer, self._value_buffer, old
+
     @staticmethod
     def _grown(cached: torch.Tensor, capacity: int) -> torch.Tensor:
         buffer = cached.new_empty(cached.shape[0], cached.shape[1], capacity, cached.shape[3])  # (B, H, cap, Dh)

@@ -64,6 +64,14 @@ static inline void attend_one_head(const float *restrict q, const float *restric
     for (int64_t d = 0; d < Dh; ++d) out[d] = acc[d];
 }
 
+/* attend_one_head with constant head sizes where they are common, so the compiler unrolls the inner loops. */
+static void attend_head(const float *q, const float *k, int64_t k_st, const float *v, int64_t v_st, int64_t L,
+                        int64_t Dh, float scale, float *scores, float *out) {
+    if (Dh == 32) attend_one_head(q, k, k_st, v, v_st, L, 32, scale, scores, out);
+    else if (Dh == 64) attend_one_head(q, k, k_st, v, v_st, L, 64, scale, scores, out);
+    else attend_one_head(q, k, k_st, v, v_st, L, Dh, scale, scores, out);
+}
+
 /* One query per decoder row over the keys of its memory row: row n attends to memory row n / R (R beams per
    source), to its first lens[n / R] keys (all T when lens is NULL).
    q: (N, H, Dh) with strides (q_sn, q_sh, 1); k, v: (B, H, T, Dh) with strides (.._sb, .._sh, .._st, 1);
@@ -84,11 +92,7 @@ int attnlab_one_query_attention(const float *q, int64_t q_sn, int64_t q_sh,
             const float *qp = q + n * q_sn + h * q_sh;
             const float *kp = k + b * k_sb + h * k_sh;
             const float *vp = v + b * v_sb + h * v_sh;
-            float *o = out + (n * H + h) * Dh;
-            /* Constant head sizes let the compiler unroll the inner loops. */
-            if (Dh == 32) attend_one_head(qp, kp, k_st, vp, v_st, L, 32, scale, scores, o);
-            else if (Dh == 64) attend_one_head(qp, kp, k_st, vp, v_st, L, 64, scale, scores, o);
-            else attend_one_head(qp, kp, k_st, vp, v_st, L, Dh, scale, scores, o);
+            attend_head(qp, kp, k_st, vp, v_st, L, Dh, scale, scores, out + (n * H + h) * Dh);
         }
     }
     free(scores);
@@ -239,4 +243,181 @@ int64_t attnlab_beam_topk(const float *logits, int64_t Ba, int64_t K, int64_t V,
     free(block_max);
     free(bound_idx);
     return failed;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------
+   One decoder layer's decoding step in one call: the layer norms, the six products, self-attention over the cache
+   (this step's key and value written into it) and cross-attention over the memory's cached keys and values. At
+   decoding shapes (a few dozen rows, d_model 128-512) a step of PyTorch operations costs more in dispatch, bias
+   copies and views than in arithmetic. The products go to the BLAS that PyTorch links (its Fortran `sgemm_`, found
+   by native.py and handed over by attnlab_set_sgemm) in the same call PyTorch's addmm makes, so they round alike. */
+
+typedef void (*sgemm_fn)(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+                         const float *alpha, const float *a, const int *lda, const float *b, const int *ldb,
+                         const float *beta, float *c, const int *ldc);
+
+static sgemm_fn blas_sgemm = NULL;
+
+void attnlab_set_sgemm(void *fn) { blas_sgemm = (sgemm_fn)fn; }
+
+int attnlab_has_sgemm(void) { return blas_sgemm != NULL; }
+
+/* out (R, N) = x (R, K) W^T + bias, W (N, K) row-major (nn.Linear's layout), rows of out and x contiguous. As
+   PyTorch's addmm: the bias copied into out, then out = 1 * x W^T + 1 * out. */
+static void linear(const float *x, int64_t R, int64_t K, const float *W, const float *bias, int64_t N, float *out) {
+    float alpha = 1.f, beta = 0.f;
+    if (bias) {
+        for (int64_t r = 0; r < R; ++r) memcpy(out + r * N, bias, (size_t)N * sizeof(float));
+        beta = 1.f;
+    }
+    int m = (int)N, n = (int)R, k = (int)K;
+    blas_sgemm("T", "N", &m, &n, &k, &alpha, W, &k, x, &k, &beta, out, &m);
+}
+
+/* out = LayerNorm(x) over the last D values of each of R rows (biased variance, as PyTorch). */
+static void layer_norm(const float *restrict x, int64_t R, int64_t D, const float *restrict w,
+                       const float *restrict b, float eps, float *restrict out) {
+    for (int64_t r = 0; r < R; ++r) {
+        const float *restrict xr = x + r * D;
+        float *restrict o = out + r * D;
+        float mean = 0.f, var = 0.f;
+#pragma omp simd reduction(+ : mean)
+        for (int64_t d = 0; d < D; ++d) mean += xr[d];
+        mean /= (float)D;
+#pragma omp simd reduction(+ : var)
+        for (int64_t d = 0; d < D; ++d) var += (xr[d] - mean) * (xr[d] - mean);
+        float inv = 1.f / sqrtf(var / (float)D + eps);
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) o[d] = (xr[d] - mean) * inv * (w ? w[d] : 1.f) + (b ? b[d] : 0.f);
+    }
+}
+
+static void add_into(float *restrict x, const float *restrict y, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+/* A sublayer's weights, in this order (a NULL bias or LayerNorm parameter: none): its LayerNorm's weight and bias,
+   then an input projection and an output projection, weight and bias each. Attention with keys of its own: the fused
+   Q/K/V projection (3D, D), cross-attention: the query projection (D, D); the feed-forward: (F, D) and (D, F). */
+enum { S_NORM_W, S_NORM_B, S_IN_W, S_IN_B, S_OUT_W, S_OUT_B, SUBLAYER_WEIGHTS };
+
+/* The sublayer's input: LayerNorm(x) into h for pre-LN layers, x itself for post-LN ones. */
+static const float *sublayer_input(const float *x, int64_t R, int64_t D, const float *const *w, float eps,
+                                   int norm_first, float *h) {
+    if (!norm_first) return x;
+    layer_norm(x, R, D, w[S_NORM_W], w[S_NORM_B], eps, h);
+    return h;
+}
+
+/* Ends a sublayer: x += y, then x = LayerNorm(x) for post-LN layers (pre-LN ones normalised the input). */
+static void residual(float *x, const float *y, int64_t R, int64_t D, const float *const *w, float eps, int norm_first,
+                     float *h) {
+    add_into(x, y, R * D);
+    if (!norm_first) {
+        layer_norm(x, R, D, w[S_NORM_W], w[S_NORM_B], eps, h);
+        memcpy(x, h, (size_t)(R * D) * sizeof(float));
+    }
+}
+
+/* The feed-forward sublayer on x (R, D), in place. h, y: R * D floats, f: R * F. activation: 0 ReLU, 1 GELU (erf). */
+static void feed_forward(float *x, int64_t R, int64_t D, int64_t F, const float *const *w, float eps, int norm_first,
+                         int activation, float *h, float *f, float *y) {
+    linear(sublayer_input(x, R, D, w, eps, norm_first, h), R, D, w[S_IN_W], w[S_IN_B], F, f);
+    if (activation == 0) {
+#pragma omp simd
+        for (int64_t i = 0; i < R * F; ++i) f[i] = f[i] < 0.f ? 0.f : f[i];  /* NaN stays NaN, as F.relu */
+    } else {
+        for (int64_t i = 0; i < R * F; ++i) f[i] = 0.5f * f[i] * (1.f + erff(f[i] * 0.70710678118654752f));
+    }
+    linear(f, R, F, w[S_OUT_W], w[S_OUT_B], D, y);
+    residual(x, y, R, D, w, eps, norm_first, h);
+}
+
+/* One step of a Transformer decoder layer for R = B * beams rows of one new position each, in place on x (R, D).
+   w: 3 sublayers' weights (self-attention, cross-attention, feed-forward), eps: their LayerNorms' epsilons.
+   self_k, self_v: the self-attention cache buffers (B * beams, H, capacity, Dh) with strides (s_sb, s_sh, s_st, 1);
+   positions 0..T-1 hold earlier steps, this step's key and value are written at T. cross_k, cross_v: the memory's
+   keys and values (B, H, Ts, Dh), strides (c_sb, c_sh, c_st, 1); row n attends to memory row n / beams, its first
+   lens[n / beams] keys (NULL: all Ts; none: a zero context, as PyTorch's paths give). scratch: at least
+   R * (6 * D + F) + T + 1 + Ts floats. Returns 0, or -1 without a BLAS (nothing written). */
+int attnlab_decoder_layer_step(float *x, int64_t R, int64_t D, int64_t H, int64_t F, int64_t beams,
+                               const float *const *w, const float *eps, int norm_first, int activation, float *self_k,
+                               float *self_v, int64_t s_sb, int64_t s_sh, int64_t s_st, int64_t T,
+                               const float *cross_k, const float *cross_v, int64_t c_sb, int64_t c_sh, int64_t c_st,
+                               int64_t Ts, const int64_t *lens, float *scratch) {
+    if (!blas_sgemm) return -1;
+    int64_t Dh = D / H;
+    float scale = 1.f / sqrtf((float)Dh);
+    float *h = scratch, *qkv = h + R * D, *ctx = qkv + 3 * R * D, *y = ctx + R * D, *f = y + R * D;
+    float *scores = f + R * F;
+    const float *const *self_w = w, *const *cross_w = w + SUBLAYER_WEIGHTS, *const *ffn_w = w + 2 * SUBLAYER_WEIGHTS;
+
+    /* 1. Self-attention: this step's key and value go into the cache, the query attends over T + 1 positions. */
+    linear(sublayer_input(x, R, D, self_w, eps[0], norm_first, h), R, D, self_w[S_IN_W], self_w[S_IN_B], 3 * D, qkv);
+    for (int64_t r = 0; r < R; ++r)
+        for (int64_t hd = 0; hd < H; ++hd) {
+            const float *k = qkv + r * 3 * D + D + hd * Dh, *v = k + D;
+            memcpy(self_k + r * s_sb + hd * s_sh + T * s_st, k, (size_t)Dh * sizeof(float));
+            memcpy(self_v + r * s_sb + hd * s_sh + T * s_st, v, (size_t)Dh * sizeof(float));
+            attend_head(qkv + r * 3 * D + hd * Dh, self_k + r * s_sb + hd * s_sh, s_st, self_v + r * s_sb + hd * s_sh,
+                        s_st, T + 1, Dh, scale, scores, ctx + r * D + hd * Dh);
+        }
+    linear(ctx, R, D, self_w[S_OUT_W], self_w[S_OUT_B], D, y);
+    residual(x, y, R, D, self_w, eps[0], norm_first, h);
+
+    /* 2. Cross-attention: each row's query over its memory row's first lens keys. */
+    linear(sublayer_input(x, R, D, cross_w, eps[1], norm_first, h), R, D, cross_w[S_IN_W], cross_w[S_IN_B], D, qkv);
+    for (int64_t r = 0; r < R; ++r) {
+        int64_t b = r / beams, L = lens ? lens[b] : Ts;
+        L = L > Ts ? Ts : L;
+        if (L < 1) {
+            memset(ctx + r * D, 0, (size_t)D * sizeof(float));
+            continue;
+        }
+        for (int64_t hd = 0; hd < H; ++hd)
+            attend_head(qkv + r * D + hd * Dh, cross_k + b * c_sb + hd * c_sh, c_st, cross_v + b * c_sb + hd * c_sh,
+                        c_st, L, Dh, scale, scores, ctx + r * D + hd * Dh);
+    }
+    linear(ctx, R, D, cross_w[S_OUT_W], cross_w[S_OUT_B], D, y);
+    residual(x, y, R, D, cross_w, eps[1], norm_first, h);
+
+    /* 3. Feed-forward. */
+    feed_forward(x, R, D, F, ffn_w, eps[2], norm_first, activation, h, f, y);
+    return 0;
+}
+
+/* A Transformer encoder layer for inference on x (B, T, D), in place: self-attention in which every position of
+   row b attends to the row's first lens[b] positions (NULL: all T; none: a zero context), then the feed-forward.
+   w: 2 sublayers' weights, eps: their LayerNorms' epsilons. scratch: at least B * T * (6 * D + F) + T floats.
+   Returns 0, or -1 without a BLAS (nothing written). */
+int attnlab_encoder_layer(float *x, int64_t B, int64_t T, int64_t D, int64_t H, int64_t F, const float *const *w,
+                          const float *eps, int norm_first, int activation, const int64_t *lens, float *scratch) {
+    if (!blas_sgemm) return -1;
+    int64_t R = B * T, Dh = D / H;
+    float scale = 1.f / sqrtf((float)Dh);
+    float *h = scratch, *qkv = h + R * D, *ctx = qkv + 3 * R * D, *y = ctx + R * D, *f = y + R * D;
+    float *scores = f + R * F;
+    const float *const *ffn_w = w + SUBLAYER_WEIGHTS;
+
+    linear(sublayer_input(x, R, D, w, eps[0], norm_first, h), R, D, w[S_IN_W], w[S_IN_B], 3 * D, qkv);
+    for (int64_t b = 0; b < B; ++b) {
+        int64_t L = lens ? lens[b] : T;
+        L = L > T ? T : L;
+        const float *row = qkv + b * T * 3 * D;
+        for (int64_t t = 0; t < T; ++t) {
+            float *c = ctx + (b * T + t) * D;
+            if (L < 1) {
+                memset(c, 0, (size_t)D * sizeof(float));
+                continue;
+            }
+            for (int64_t hd = 0; hd < H; ++hd)
+                attend_head(row + t * 3 * D + hd * Dh, row + D + hd * Dh, 3 * D, row + 2 * D + hd * Dh, 3 * D, L, Dh,
+                            scale, scores, c + hd * Dh);
+        }
+    }
+    linear(ctx, R, D, w[S_OUT_W], w[S_OUT_B], D, y);
+    residual(x, y, R, D, w, eps[0], norm_first, h);
+    feed_forward(x, R, D, F, ffn_w, eps[1], norm_first, activation, h, f, y);
+    return 0;
 }

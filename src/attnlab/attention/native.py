@@ -24,17 +24,21 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-__all__ = ["available", "status", "one_query_attention", "greedy_pick", "beam_topk", "cache_dir"]
+from attnlab.attention.cache import KVCache
+
+__all__ = ["available", "status", "one_query_attention", "greedy_pick", "beam_topk", "decoder_layer_step",
+           "encoder_layer", "cache_dir"]
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno")
 NATIVE_FLAGS = ("-march=native",)  # dropped when the compiler refuses it
 
-_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+_I64, _PTR, _F32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float
 _state: dict[str, object] = {}  # "lib": the loaded library or None, "status": why
 
 
@@ -119,8 +123,33 @@ def _load() -> ctypes.CDLL | None:
     lib.attnlab_greedy_pick.restype = _I64
     lib.attnlab_beam_topk.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _I64, _PTR, _PTR]
     lib.attnlab_beam_topk.restype = _I64
-    _state["status"] = f"compiled ({path})"
+    lib.attnlab_decoder_layer_step.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, ctypes.c_int,
+                                               ctypes.c_int, _PTR, _PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _I64,
+                                               _I64, _I64, _I64, _PTR, _PTR]
+    lib.attnlab_decoder_layer_step.restype = ctypes.c_int
+    lib.attnlab_encoder_layer.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, ctypes.c_int,
+                                          ctypes.c_int, _PTR, _PTR]
+    lib.attnlab_encoder_layer.restype = ctypes.c_int
+    lib.attnlab_has_sgemm.restype = ctypes.c_int
+    lib.attnlab_set_sgemm.argtypes = [_PTR]
+    lib.attnlab_set_sgemm.restype = None
+    sgemm = _blas_sgemm()
+    lib.attnlab_set_sgemm(sgemm)
+    blas = "" if sgemm else "; the decoder layer step is off: no sgemm_ in PyTorch's libraries"
+    _state["status"] = f"compiled ({path}){blas}"
     return lib
+
+
+def _blas_sgemm() -> int | None:
+    """The address of the BLAS ``sgemm_`` (Fortran interface) that PyTorch's own matrix products call, where its
+    libraries export it (the x86-64 Linux wheels link MKL into ``libtorch_cpu``), else ``None``."""
+    candidates = [None, *sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu*"))]
+    for path in candidates:
+        try:
+            return ctypes.cast(ctypes.CDLL(None if path is None else str(path)).sgemm_, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def _lib() -> ctypes.CDLL | None:
@@ -227,3 +256,125 @@ def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, n_cand: int, *, p
                                    skip1, n_cand, scores.data_ptr(), ids.data_ptr())
     return None if failed else (scores, ids)
 
+
+
+_ACTIVATIONS = ("relu", "gelu")
+_REQUIRED = (2, 4)  # of each sublayer's six weights (see decoder_layer_step), the two projection weights
+
+
+def _layer_weights(weights: Sequence[torch.Tensor | None], shapes: Sequence[tuple[int, ...]]) -> ctypes.Array | None:
+    """The data pointers of a layer's weights, ``None`` unless each has its shape, float32 and contiguous on the
+    CPU (biases and LayerNorm parameters may be ``None``), and none needs a gradient under autograd."""
+    if len(weights) != len(shapes):
+        return None
+    grad = torch.is_grad_enabled()
+    for i, (t, shape) in enumerate(zip(weights, shapes, strict=True)):
+        if t is None and i % 6 not in _REQUIRED:
+            continue
+        if t is None or t.shape != shape or not _plain(t) or not t.is_contiguous() or grad and t.requires_grad:
+            return None
+    return (_PTR * len(weights))(*[None if t is None else t.data_ptr() for t in weights])
+
+
+def _sublayer_shapes(D: int, F_dim: int, kinds: str) -> list[tuple[int, ...]]:
+    """Shapes of the six weights of each sublayer in ``kinds``: s(elf-attention), c(ross-attention), f(eed-forward)."""
+    projections = {"s": ((3 * D, D), (3 * D,), (D, D), (D,)), "c": ((D, D), (D,), (D, D), (D,)),
+                   "f": ((F_dim, D), (F_dim,), (D, F_dim), (D,))}
+    return [shape for kind in kinds for shape in ((D,), (D,), *projections[kind])]
+
+
+def _compiled_layers(activation: str) -> ctypes.CDLL | None:
+    lib = _lib()
+    return lib if lib is not None and lib.attnlab_has_sgemm() and activation in _ACTIVATIONS else None
+
+
+def _lengths(valid_lens: torch.Tensor | None, B: int) -> torch.Tensor | None | bool:
+    """``valid_lens`` as a contiguous int64 ``(B,)`` tensor, ``None`` for none, ``False`` when unusable."""
+    if valid_lens is None:
+        return None
+    if valid_lens.shape != (B,) or valid_lens.device.type != "cpu" or valid_lens.is_floating_point():
+        return False
+    return valid_lens.to(torch.int64).contiguous()
+
+
+def decoder_layer_step(x: torch.Tensor, weights: Sequence[torch.Tensor | None], eps: Sequence[float], *,
+                       norm_first: bool, activation: str, num_heads: int, self_cache: KVCache,
+                       cross_key: torch.Tensor, cross_value: torch.Tensor, valid_lens: torch.Tensor | None,
+                       beams: int = 1) -> torch.Tensor | None:
+    """One decoding step of a Transformer decoder layer in one compiled call; ``None`` where it does not apply.
+
+    What :meth:`~attnlab.models.transformer.TransformerDecoderLayer.step` computes: self-attention over
+    ``self_cache`` (this step's key and value appended to it), cross-attention over the memory's cached keys and
+    values, feed-forward, each with its residual sum and LayerNorm (before the sublayer with ``norm_first``, after it
+    without). The six products go to the BLAS PyTorch itself calls, the rest are loops of ``kernels.c``.
+
+    Args:
+        x: ``(R, 1, D)`` float32, ``R = B * beams`` rows (the beams of each memory row consecutive).
+        weights: 18 tensors, six per sublayer (self-attention, cross-attention, feed-forward): its LayerNorm's
+            weight and bias, an input projection's weight and bias, an output projection's weight and bias. The
+            input projections: self-attention's fused Q/K/V ``(3D, D)``, cross-attention's query ``(D, D)``, the
+            feed-forward's first layer ``(F, D)``. Biases and LayerNorm parameters may be ``None``.
+        eps: the three LayerNorms' epsilons. activation: ``"relu"`` or ``"gelu"`` (erf).
+        self_cache: a growing :class:`~attnlab.attention.cache.KVCache` holding ``R`` rows of earlier steps.
+        cross_key, cross_value: ``(B, H, Ts, Dh)``; ``valid_lens``: ``(B,)`` keys each memory row may attend to
+            (``None``: all ``Ts``; none: a zero context, as PyTorch's paths give).
+
+    Returns ``(R, 1, D)``; ``x`` and the cache are untouched when it returns ``None``.
+    """
+    lib = _compiled_layers(activation)
+    R, D, H = x.shape[0], x.shape[-1], num_heads
+    if lib is None or x.shape != (R, 1, D) or not _plain(x) or D % H or beams < 1 or R % beams or \
+            len(weights) != 18 or weights[14] is None or torch.is_grad_enabled() and x.requires_grad:
+        return None
+    F_dim, B, Dh = weights[14].shape[0], R // beams, D // H
+    pointers = _layer_weights(weights, _sublayer_shapes(D, F_dim, "scf"))
+    lens = _lengths(valid_lens, B)
+    if pointers is None or lens is False or cross_key.shape[0] != B or cross_key.shape[1] != H or \
+            cross_key.shape[3] != Dh or cross_value.shape != cross_key.shape or \
+            cross_value.stride() != cross_key.stride() or not (_plain(cross_key) and _plain(cross_value)) or \
+            cross_key.requires_grad or cross_value.requires_grad:
+        return None
+    cache_key, cache_value = self_cache.key, self_cache.value
+    if self_cache.static or cache_key is None or cache_value is None or cache_key.shape[:2] != (R, H) or \
+            cache_key.shape[3] != Dh or cache_value.shape != cache_key.shape or not \
+            (_plain(cache_key) and _plain(cache_value)) or cache_key.requires_grad or cache_value.requires_grad:
+        return None
+    key_buffer, value_buffer, T = self_cache.next_slot()  # from here on the step cannot fail
+    Ts = cross_key.shape[2]
+    out = x.contiguous().clone()
+    scratch = torch.empty(R * (6 * D + F_dim) + T + 1 + Ts)
+    lib.attnlab_decoder_layer_step(
+        out.data_ptr(), R, D, H, F_dim, beams, pointers, (_F32 * 3)(*eps), int(norm_first),
+        _ACTIVATIONS.index(activation), key_buffer.data_ptr(), value_buffer.data_ptr(), *key_buffer.stride()[:3], T,
+        cross_key.data_ptr(), cross_value.data_ptr(), *cross_key.stride()[:3], Ts,
+        None if lens is None else lens.data_ptr(), scratch.data_ptr())
+    return out
+
+
+def encoder_layer(x: torch.Tensor, weights: Sequence[torch.Tensor | None], eps: Sequence[float], *, norm_first: bool,
+                  activation: str, num_heads: int, valid_lens: torch.Tensor | None) -> torch.Tensor | None:
+    """A Transformer encoder layer for inference in one compiled call; ``None`` where it does not apply.
+
+    What :class:`~attnlab.models.transformer.TransformerEncoderLayer` computes in eval mode: self-attention in which
+    each position of row ``b`` attends to the first ``valid_lens[b]`` positions (``None``: all), then the
+    feed-forward, with residual sums and LayerNorms as in :func:`decoder_layer_step`, whose first and last sublayers'
+    ``weights`` (12 tensors) and ``eps`` (2) these are. ``x``: ``(B, T, D)`` float32. Returns ``(B, T, D)``.
+    """
+    lib = _compiled_layers(activation)
+    if lib is None or x.dim() != 3 or not _plain(x) or len(weights) != 12 or weights[8] is None or \
+            torch.is_grad_enabled() and x.requires_grad:
+        return None
+    (B, T, D), H = x.shape, num_heads
+    if D % H or B * T == 0:
+        return None
+    F_dim = weights[8].shape[0]
+    pointers = _layer_weights(weights, _sublayer_shapes(D, F_dim, "sf"))
+    lens = _lengths(valid_lens, B)
+    if pointers is None or lens is False:
+        return None
+    out = x.contiguous().clone()
+    scratch = torch.empty(B * T * (6 * D + F_dim) + T)
+    lib.attnlab_encoder_layer(out.data_ptr(), B, T, D, H, F_dim, pointers, (_F32 * 2)(*eps), int(norm_first),
+                              _ACTIVATIONS.index(activation), None if lens is None else lens.data_ptr(),
+                              scratch.data_ptr())
+    return out

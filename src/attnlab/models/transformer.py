@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnlab.attention import KVCache, MultiHeadAttention
+from attnlab.attention import KVCache, MultiHeadAttention, native
 from attnlab.attention.positional import positional_encoding
 from attnlab.attention.scoring import is_observed
 from attnlab.attention.trace import active_trace
@@ -97,6 +97,20 @@ class TransformerEncoderLayer(nn.Module):
             x = self.norm1(x + self.dropout(attended))
             x = self.norm2(x + self.dropout(self.ffn(x)))
         return AttentionOutput(x, weights)
+
+    def compiled_forward(self, x: torch.Tensor, valid_lens: torch.Tensor | None) -> torch.Tensor | None:
+        """``forward(x, valid_lens).output`` in eval mode as one call of the compiled kernels
+        (:func:`~attnlab.attention.native.encoder_layer`), for inference where nothing watches the layer (see
+        :func:`plain_inference`); ``None`` where that does not apply (no kernels, other dtypes, kdim/vdim)."""
+        sa, ffn = self.self_attn, self.ffn
+        if not sa.same_dims or ffn.activation not in _ACTIVATION_NAMES:
+            return None
+        weights = (self.norm1.weight, self.norm1.bias, sa.in_proj_weight, sa.in_proj_bias, sa.out_proj.weight,
+                   sa.out_proj.bias, self.norm2.weight, self.norm2.bias, ffn.linear1.weight, ffn.linear1.bias,
+                   ffn.linear2.weight, ffn.linear2.bias)
+        return native.encoder_layer(x, weights, (self.norm1.eps, self.norm2.eps), norm_first=self.norm_first,
+                                    activation=_ACTIVATION_NAMES[ffn.activation], num_heads=sa.num_heads,
+                                    valid_lens=valid_lens)
 
 
 class DecoderLayerOutput(NamedTuple):
@@ -176,6 +190,9 @@ class TransformerDecoderLayer(nn.Module):
         """One decoding step for inference: ``forward(x, memory, src_lens, self_cache=..., cross_cache=...,
         beams=...).output`` through the attention modules' one-step methods (no dropout, checks or hooks; see
         :func:`plain_inference`). ``x``: ``(B * beams, 1, D)`` -> ``(B * beams, 1, D)``."""
+        fused = self.compiled_step(x, src_lens, self_cache, cross_cache, beams)
+        if fused is not None:
+            return fused
         self_step, cross_step = self.self_attn.self_step, self.cross_attn.cross_step
         if self.norm_first:
             x = x + self_step(_norm(self.norm1, x), self_cache)
@@ -184,6 +201,28 @@ class TransformerDecoderLayer(nn.Module):
         x = _norm(self.norm1, x + self_step(x, self_cache))
         x = _norm(self.norm2, x + cross_step(x, memory, src_lens, cross_cache, beams))
         return _norm(self.norm3, x + _ffn(self.ffn, x))
+
+
+    def compiled_step(self, x: torch.Tensor, src_lens: torch.Tensor | None, self_cache: KVCache,
+                       cross_cache: KVCache, beams: int) -> torch.Tensor | None:
+        """:meth:`step` as one call of the compiled kernels (:func:`~attnlab.attention.native.decoder_layer_step`)
+        once both caches hold earlier steps; ``None`` where that does not apply (the first step, other dtypes or
+        layouts, no kernels), and then nothing has changed."""
+        if not (cross_cache.filled and self_cache.filled and self.self_attn.same_dims) or \
+                self.ffn.activation not in _ACTIVATION_NAMES:
+            return None
+        sa, ca, ffn = self.self_attn, self.cross_attn, self.ffn
+        weights = (self.norm1.weight, self.norm1.bias, sa.in_proj_weight, sa.in_proj_bias, sa.out_proj.weight,
+                   sa.out_proj.bias, self.norm2.weight, self.norm2.bias, *ca._weight(0), ca.out_proj.weight,
+                   ca.out_proj.bias, self.norm3.weight, self.norm3.bias, ffn.linear1.weight, ffn.linear1.bias,
+                   ffn.linear2.weight, ffn.linear2.bias)
+        return native.decoder_layer_step(
+            x, weights, (self.norm1.eps, self.norm2.eps, self.norm3.eps), norm_first=self.norm_first,
+            activation=_ACTIVATION_NAMES[self.ffn.activation], num_heads=sa.num_heads, self_cache=self_cache,
+            cross_key=cross_cache.key, cross_value=cross_cache.value, valid_lens=src_lens, beams=beams)
+
+
+_ACTIVATION_NAMES = {fn: name for name, fn in _ACTIVATIONS.items()}
 
 
 def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -328,6 +367,12 @@ class Transformer(EncoderDecoder):
         """``src`` ``(B, Ts)`` -> memory ``(B, Ts, D)`` and per-layer weights ``(B, H, Ts, Ts)``."""
         x = self.src_positional(self.src_embedding(src) * self.embed_scale)  # (B, Ts, D)
         maps = []
+        if plain_inference(self.encoder_layers, need_weights):
+            for layer in self.encoder_layers:
+                y = layer.compiled_forward(x, src_lens)  # None: the layer's own forward
+                x = layer(x, src_lens).output if y is None else y
+                maps.append(None)
+            return self.encoder_norm(x), maps
         for layer in self.encoder_layers:
             x, weights = layer(x, src_lens, need_weights=need_weights)  # (B, Ts, D)
             maps.append(weights)
