@@ -148,3 +148,20 @@ def test_the_layers_decline_what_they_do_not_do() -> None:
         lib.attnlab_set_sgemm(native._blas_sgemm())
     x_grad = torch.randn(2, 4, 16, requires_grad=True)
     assert encoder.compiled_forward(x_grad, None) is None  # autograd records: PyTorch's path
+
+
+@needs_layers
+def test_kept_weight_pointers_follow_new_weights() -> None:
+    """The layer's checked pointers are reused only while it holds the same tensors with the same data."""
+    layer = randomized(TransformerDecoderLayer(16, 2, 12), seed=4)
+    memory, lens = torch.randn(2, 3, 16), torch.tensor([3, 2])
+    xs = torch.randn(4, 2, 1, 16)
+    decode_steps(layer, memory, lens, xs, 1)  # keeps the pointers
+    with torch.no_grad():
+        layer.norm1.weight.data = torch.randn(16)  # new data in the same Parameter object
+        layer.ffn.linear1.weight = torch.nn.Parameter(torch.randn(12, 16))  # a new Parameter object
+        layer.cross_attn.in_proj_weight.mul_(2.0)  # in place: the same data pointer, read afresh by the kernel
+    got = decode_steps(layer, memory, lens, xs, 1)
+    want = decode_steps(copy.deepcopy(layer).double(), memory.double(), lens, xs.double(), 1)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=2e-5)

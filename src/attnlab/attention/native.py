@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -262,23 +263,43 @@ _ACTIVATIONS = ("relu", "gelu")
 _REQUIRED = (2, 4)  # of each sublayer's six weights (see decoder_layer_step), the two projection weights
 
 
-def _layer_weights(weights: Sequence[torch.Tensor | None], shapes: Sequence[tuple[int, ...]]) -> ctypes.Array | None:
-    """The data pointers of a layer's weights, ``None`` unless each has its shape, float32 and contiguous on the
-    CPU (biases and LayerNorm parameters may be ``None``), and none needs a gradient under autograd."""
+def _layer_weights(weights: Sequence[torch.Tensor | None], shapes: Sequence[tuple[int, ...]],
+                   owner: object | None) -> ctypes.Array | None:
+    """The data pointers of a layer's weights, ``None`` unless each has its shape (a first dimension given as a tuple:
+    any of those; the kernel reads the first rows), is float32 and contiguous on the CPU and needs no gradient under
+    autograd (biases and LayerNorm parameters may be ``None``).
+
+    With an ``owner`` (the layer), the checked pointers are kept for it and reused while it passes the same tensors
+    with the same data: building and checking them costs more than a decoding step's compiled layer at a few rows."""
+    current = tuple(None if t is None else t.data_ptr() for t in weights)
+    kept = None if owner is None else _packed.get(owner)
+    if kept is not None and kept[1] == current and all(a is b for a, b in zip(kept[0], weights, strict=True)) and \
+            not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in weights)):
+        return kept[2]
     if len(weights) != len(shapes):
         return None
     grad = torch.is_grad_enabled()
     for i, (t, shape) in enumerate(zip(weights, shapes, strict=True)):
         if t is None and i % 6 not in _REQUIRED:
             continue
-        if t is None or t.shape != shape or not _plain(t) or not t.is_contiguous() or grad and t.requires_grad:
+        if t is None or t.dim() != len(shape) or t.shape[1:] != shape[1:] or not _plain(t) or \
+                not t.is_contiguous() or grad and t.requires_grad:
             return None
-    return (_PTR * len(weights))(*[None if t is None else t.data_ptr() for t in weights])
+        if t.shape[0] not in (shape[0] if isinstance(shape[0], tuple) else (shape[0],)):
+            return None
+    pointers = (_PTR * len(weights))(*current)
+    if owner is not None:
+        _packed[owner] = (tuple(weights), current, pointers)
+    return pointers
 
 
-def _sublayer_shapes(D: int, F_dim: int, kinds: str) -> list[tuple[int, ...]]:
-    """Shapes of the six weights of each sublayer in ``kinds``: s(elf-attention), c(ross-attention), f(eed-forward)."""
-    projections = {"s": ((3 * D, D), (3 * D,), (D, D), (D,)), "c": ((D, D), (D,), (D, D), (D,)),
+_packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> (weights, data pointers, array)
+
+
+def _sublayer_shapes(D: int, F_dim: int, kinds: str) -> list[tuple]:
+    """Shapes of the six weights of each sublayer in ``kinds``: s(elf-attention), c(ross-attention), f(eed-forward).
+    Cross-attention's query projection may be the first ``D`` rows of a fused ``(3D, D)`` one (its bias too)."""
+    projections = {"s": ((3 * D, D), (3 * D,), (D, D), (D,)), "c": (((D, 3 * D), D), ((D, 3 * D),), (D, D), (D,)),
                    "f": ((F_dim, D), (F_dim,), (D, F_dim), (D,))}
     return [shape for kind in kinds for shape in ((D,), (D,), *projections[kind])]
 
@@ -300,7 +321,7 @@ def _lengths(valid_lens: torch.Tensor | None, B: int) -> torch.Tensor | None | b
 def decoder_layer_step(x: torch.Tensor, weights: Sequence[torch.Tensor | None], eps: Sequence[float], *,
                        norm_first: bool, activation: str, num_heads: int, self_cache: KVCache,
                        cross_key: torch.Tensor, cross_value: torch.Tensor, valid_lens: torch.Tensor | None,
-                       beams: int = 1) -> torch.Tensor | None:
+                       beams: int = 1, owner: object | None = None) -> torch.Tensor | None:
     """One decoding step of a Transformer decoder layer in one compiled call; ``None`` where it does not apply.
 
     What :meth:`~attnlab.models.transformer.TransformerDecoderLayer.step` computes: self-attention over
@@ -312,12 +333,15 @@ def decoder_layer_step(x: torch.Tensor, weights: Sequence[torch.Tensor | None], 
         x: ``(R, 1, D)`` float32, ``R = B * beams`` rows (the beams of each memory row consecutive).
         weights: 18 tensors, six per sublayer (self-attention, cross-attention, feed-forward): its LayerNorm's
             weight and bias, an input projection's weight and bias, an output projection's weight and bias. The
-            input projections: self-attention's fused Q/K/V ``(3D, D)``, cross-attention's query ``(D, D)``, the
-            feed-forward's first layer ``(F, D)``. Biases and LayerNorm parameters may be ``None``.
+            input projections: self-attention's fused Q/K/V ``(3D, D)``, cross-attention's query ``(D, D)`` (or a
+            fused ``(3D, D)`` and ``(3D,)`` bias, of which the first ``D`` rows are read), the feed-forward's first
+            layer ``(F, D)``. Biases and LayerNorm parameters may be ``None``.
         eps: the three LayerNorms' epsilons. activation: ``"relu"`` or ``"gelu"`` (erf).
         self_cache: a growing :class:`~attnlab.attention.cache.KVCache` holding ``R`` rows of earlier steps.
         cross_key, cross_value: ``(B, H, Ts, Dh)``; ``valid_lens``: ``(B,)`` keys each memory row may attend to
             (``None``: all ``Ts``; none: a zero context, as PyTorch's paths give).
+        owner: the layer these weights belong to, for which their checked pointers are kept (see
+            :func:`_layer_weights`).
 
     Returns ``(R, 1, D)``; ``x`` and the cache are untouched when it returns ``None``.
     """
@@ -327,7 +351,7 @@ def decoder_layer_step(x: torch.Tensor, weights: Sequence[torch.Tensor | None], 
             len(weights) != 18 or weights[14] is None or torch.is_grad_enabled() and x.requires_grad:
         return None
     F_dim, B, Dh = weights[14].shape[0], R // beams, D // H
-    pointers = _layer_weights(weights, _sublayer_shapes(D, F_dim, "scf"))
+    pointers = _layer_weights(weights, _sublayer_shapes(D, F_dim, "scf"), owner)
     lens = _lengths(valid_lens, B)
     if pointers is None or lens is False or cross_key.shape[0] != B or cross_key.shape[1] != H or \
             cross_key.shape[3] != Dh or cross_value.shape != cross_key.shape or \
@@ -352,7 +376,8 @@ def decoder_layer_step(x: torch.Tensor, weights: Sequence[torch.Tensor | None], 
 
 
 def encoder_layer(x: torch.Tensor, weights: Sequence[torch.Tensor | None], eps: Sequence[float], *, norm_first: bool,
-                  activation: str, num_heads: int, valid_lens: torch.Tensor | None) -> torch.Tensor | None:
+                  activation: str, num_heads: int, valid_lens: torch.Tensor | None,
+                  owner: object | None = None) -> torch.Tensor | None:
     """A Transformer encoder layer for inference in one compiled call; ``None`` where it does not apply.
 
     What :class:`~attnlab.models.transformer.TransformerEncoderLayer` computes in eval mode: self-attention in which
@@ -368,7 +393,7 @@ def encoder_layer(x: torch.Tensor, weights: Sequence[torch.Tensor | None], eps: 
     if D % H or B * T == 0:
         return None
     F_dim = weights[8].shape[0]
-    pointers = _layer_weights(weights, _sublayer_shapes(D, F_dim, "sf"))
+    pointers = _layer_weights(weights, _sublayer_shapes(D, F_dim, "sf"), owner)
     lens = _lengths(valid_lens, B)
     if pointers is None or lens is False:
         return None
