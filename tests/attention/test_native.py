@@ -212,9 +212,9 @@ def decode_both(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
 
 @needs_kernels
 def test_decoding_with_kernels_equals_decoding_without(monkeypatch: pytest.MonkeyPatch, fresh_state: Path) -> None:
-    calls = {"attention": 0, "pick": 0, "topk": 0, "decoder_layer_step": 0, "encoder_layer": 0}
+    calls = {"attention": 0, "pick": 0, "topk": 0, "decoder_layer_step": 0, "encoder_layer": 0, "greedy_record": 0}
     attend, pick, topk = native.one_query_attention, native.greedy_pick, native.beam_topk
-    layers = {name: getattr(native, name) for name in ("decoder_layer_step", "encoder_layer")}
+    layers = {name: getattr(native, name) for name in ("decoder_layer_step", "encoder_layer", "greedy_record")}
 
     def counted_layer(name: str):
         def counted(*args, **kwargs):
@@ -304,3 +304,33 @@ def test_a_huge_cache_path_is_not_echoed_whole(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setenv("ATTNLAB_CACHE_DIR", "/proc/" + "x" * 3000)  # cannot be created
     assert not native.available()
     assert len(native.status()) <= len("unavailable: ") + 200
+
+
+@needs_kernels
+def test_greedy_record_equals_indexed_writes() -> None:
+    g = torch.Generator().manual_seed(5)
+    N, max_len, step, eos = 9, 6, 3, 2
+    rows = torch.tensor([0, 2, 3, 5, 8])
+    best = torch.tensor([2, 7, 2, 4, 11])
+    best_logp = torch.randn(5, generator=g)
+    state = [torch.randint(0, 50, (N, max_len), generator=g), torch.randn(N, generator=g),
+             torch.randint(0, 4, (N,), generator=g), torch.rand(N, generator=g) < 0.3]
+    want = [t.clone() for t in state]
+    want[0][rows, step] = best
+    want[1][rows] += best_logp
+    want[2][rows] = step + 1
+    want[3][rows[best == eos]] = True
+    keep = native.greedy_record(best, best_logp, rows, step, eos, out_tokens=state[0], scores=state[1],
+                                num_steps=state[2], ended=state[3])
+    assert keep.tolist() == [1, 3, 4]
+    for got, expected in zip(state, want, strict=True):
+        assert torch.equal(got, expected)
+    before = [t.clone() for t in state]
+    for bad_rows, bad_step in ((torch.tensor([0, 2, 3, 5, 9]), step), (torch.tensor([-1, 2, 3, 5, 8]), step),
+                               (rows, max_len)):
+        assert native.greedy_record(best, best_logp, bad_rows, bad_step, eos, out_tokens=state[0], scores=state[1],
+                                    num_steps=state[2], ended=state[3]) is None
+    assert native.greedy_record(best, best_logp.double(), rows, step, eos, out_tokens=state[0], scores=state[1],
+                                num_steps=state[2], ended=state[3]) is None
+    for got, expected in zip(state, before, strict=True):
+        assert torch.equal(got, expected)  # nothing written by the declined calls

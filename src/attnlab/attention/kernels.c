@@ -156,6 +156,28 @@ int64_t attnlab_greedy_pick(const float *logits, int64_t B, int64_t V, int64_t l
     return failed;
 }
 
+/* Greedy decoding's bookkeeping after a choice for B live rows (best, best_logp; rows[b]: row b's index among all N
+   rows): token `step` of each live row is best[b] in out_tokens (N, max_len), its log-probability is added to
+   scores (N,), num_steps (N,) becomes step + 1 and ended (N, bytes 0/1) is set where best is eos. Writes the live
+   rows that did not end to keep (in order) and returns how many there are; -1 (nothing written) when a row index
+   is outside 0..N-1. */
+int64_t attnlab_greedy_record(const int64_t *best, const float *best_logp, const int64_t *rows, int64_t B, int64_t N,
+                              int64_t step, int64_t eos, int64_t max_len, int64_t *out_tokens, float *scores,
+                              int64_t *num_steps, uint8_t *ended, int64_t *keep) {
+    for (int64_t b = 0; b < B; ++b)
+        if (rows[b] < 0 || rows[b] >= N) return -1;
+    int64_t n = 0;
+    for (int64_t b = 0; b < B; ++b) {
+        int64_t r = rows[b];
+        out_tokens[r * max_len + step] = best[b];
+        scores[r] += best_logp[b];
+        num_steps[r] = step + 1;
+        if (best[b] == eos) ended[r] = 1;
+        else keep[n++] = b;
+    }
+    return n;
+}
+
 /* Insert (value s, index id) into vals/idx, `*count` of `n` entries sorted best first; stable: after equal values.
    The caller makes sure s belongs in the list (the list is short or s beats its last entry). */
 static inline void insert_candidate(float *vals, int64_t *idx, int64_t *count, int64_t n, float s, int64_t id) {

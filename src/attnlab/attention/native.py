@@ -32,8 +32,8 @@ import torch
 
 from attnlab.attention.cache import KVCache
 
-__all__ = ["available", "status", "one_query_attention", "greedy_pick", "beam_topk", "decoder_layer_step",
-           "encoder_layer", "cache_dir"]
+__all__ = ["available", "status", "one_query_attention", "greedy_pick", "greedy_record", "beam_topk",
+           "decoder_layer_step", "encoder_layer", "cache_dir"]
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno")
@@ -124,6 +124,9 @@ def _load() -> ctypes.CDLL | None:
     lib.attnlab_greedy_pick.restype = _I64
     lib.attnlab_beam_topk.argtypes = [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _I64, _PTR, _PTR]
     lib.attnlab_beam_topk.restype = _I64
+    lib.attnlab_greedy_record.argtypes = [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR,
+                                          _PTR]
+    lib.attnlab_greedy_record.restype = _I64
     lib.attnlab_decoder_layer_step.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, ctypes.c_int,
                                                ctypes.c_int, _PTR, _PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _I64,
                                                _I64, _I64, _I64, _PTR, _PTR]
@@ -230,6 +233,35 @@ def greedy_pick(logits: torch.Tensor, *, pad_id: int, bos_id: int) -> tuple[torc
     failed = lib.attnlab_greedy_pick(logits.data_ptr(), B, V, logits.stride(0), skip0, skip1, best.data_ptr(),
                                      best_logp.data_ptr())
     return None if failed else (best_logp, best)
+
+
+def greedy_record(best: torch.Tensor, best_logp: torch.Tensor, rows: torch.Tensor, step: int, eos_id: int, *,
+                  out_tokens: torch.Tensor, scores: torch.Tensor, num_steps: torch.Tensor,
+                  ended: torch.Tensor) -> torch.Tensor | None:
+    """Greedy decoding's bookkeeping for one step in one call; ``None`` where the kernel does not apply.
+
+    For the live rows (``best``, ``best_logp``: ``(B,)``; ``rows``: ``(B,)`` their indices among all ``N``):
+    ``out_tokens[rows, step] = best``, ``scores[rows] += best_logp``, ``num_steps[rows] = step + 1`` and
+    ``ended[rows[best == eos_id]] = True``. Returns the positions (among the live rows) of those that did not end,
+    ``(B',)`` int64, in order. ``out_tokens``: ``(N, max_len)`` int64; ``scores``: ``(N,)`` float32;
+    ``num_steps``: ``(N,)`` int64; ``ended``: ``(N,)`` bool; all contiguous on the CPU. A row index outside
+    ``0..N-1`` or a ``step`` outside ``0..max_len-1``: ``None``, nothing written.
+    """
+    lib = _lib()
+    if lib is None:
+        return None
+    B, (N, max_len) = best.shape[0], out_tokens.shape
+    tensors = ((best, (B,), torch.int64), (best_logp, (B,), torch.float32), (rows, (B,), torch.int64),
+               (out_tokens, (N, max_len), torch.int64), (scores, (N,), torch.float32), (num_steps, (N,), torch.int64),
+               (ended, (N,), torch.bool))
+    if not 0 <= step < max_len or any(t.shape != shape or t.dtype != dtype or t.device.type != "cpu" or
+                                      not t.is_contiguous() for t, shape, dtype in tensors):
+        return None
+    keep = torch.empty(B, dtype=torch.int64)
+    n = lib.attnlab_greedy_record(best.data_ptr(), best_logp.data_ptr(), rows.data_ptr(), B, N, step, eos_id,
+                                  max_len, out_tokens.data_ptr(), scores.data_ptr(), num_steps.data_ptr(),
+                                  ended.data_ptr(), keep.data_ptr())
+    return None if n < 0 else keep[:n]
 
 
 def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, n_cand: int, *, pad_id: int,

@@ -119,22 +119,25 @@ def greedy_decode(
                 picked = step_log_probs(logits, bos_id=bos_id, inplace=own_logits).max(dim=-1)
             best_logp, best = picked  # (B_live,), (B_live,)
 
-            # 4. Record the choice for the original rows.
-            scores[rows] += best_logp
-            out_tokens[rows, step] = best
-            num_steps[rows] = step + 1
+            # 4. Record the choice for the original rows; keep: the live rows that did not end.
             if return_attention:
                 if attn is None:
                     attn = torch.zeros(batch_size, max_len, weights.shape[-1], device=device)
                 attn[rows, step] = weights.float()
-            done = best == eos_id
-            ended[rows[done]] = True
-            if step == max_len - 1 or bool(done.all()):
+            keep = native.greedy_record(best, best_logp, rows, step, eos_id, out_tokens=out_tokens, scores=scores,
+                                        num_steps=num_steps, ended=ended)  # None: no compiled kernels
+            if keep is None:
+                scores[rows] += best_logp
+                out_tokens[rows, step] = best
+                num_steps[rows] = step + 1
+                done = best == eos_id
+                ended[rows[done]] = True
+                keep = (~done).nonzero().squeeze(1)  # (B_live',)
+            if step == max_len - 1 or keep.shape[0] == 0:
                 break
 
             # 5. Drop finished rows from the state so later steps only compute live ones.
-            if bool(done.any()):
-                keep = (~done).nonzero().squeeze(1)  # (B_live',)
+            if keep.shape[0] < best.shape[0]:
                 rows, best = rows[keep], best[keep]
                 if use_cache:
                     state = state.reorder(keep)
