@@ -1,17 +1,20 @@
-"""Compiled kernels for one-step decoding: one-query attention, greedy's choice of token, beam search's candidates.
+"""Compiled kernels for inference: one-query attention, greedy's choice of token and its bookkeeping, beam search's
+candidates, and whole Transformer layers (a decoder layer's decoding step, an encoder layer).
 
 At decoding shapes -- one new query per row, a few dozen keys, 32-64 dimensions per head -- PyTorch's attention
 kernel costs 100-700 µs a call, most of it overhead per (row, head), and greedy decoding's log-softmax plus arg-max
 (beam search's log-softmax, plus scores, plus top-k) reads and writes the whole ``(rows, vocabulary)`` logits
-several times. ``kernels.c`` (next to this file) does the same arithmetic in float32 in plain loops that the C
-compiler vectorizes.
+several times. A decoder layer's step at a few dozen rows is a dozen operators whose dispatch, bias copies and views
+cost more than their arithmetic. ``kernels.c`` (next to this file) does the same arithmetic in float32 in plain loops
+that the C compiler vectorizes; the layers' matrix products go to the BLAS that PyTorch itself calls (its ``sgemm_``,
+looked up in PyTorch's libraries at load; where it is not exported, the layers keep PyTorch's path).
 
 The kernels are built on first use with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) and
 kept in ``$ATTNLAB_CACHE_DIR`` (default ``$XDG_CACHE_HOME/attnlab``, i.e. ``~/.cache/attnlab``) under ``native/``,
 named by a hash of the source, the flags, the compiler and the CPU, so a change of any of them builds again.
 Without a compiler, or with ``ATTNLAB_NATIVE=0`` (or ``false``, ``no``, ``off``), every caller keeps PyTorch's
 kernels: the functions here return ``None`` and :func:`status` says why. The results equal PyTorch's within float32
-rounding (``tests/attention/test_native.py``).
+rounding (``tests/attention/test_native.py``, ``tests/attention/test_native_layers.py``).
 """
 
 from __future__ import annotations
