@@ -148,15 +148,30 @@ def _load() -> ctypes.CDLL | None:
 
 
 def _blas_sgemm() -> int | None:
-    """The address of the BLAS ``sgemm_`` (Fortran interface) that PyTorch's own matrix products call, where its
-    libraries export it (the x86-64 Linux wheels link MKL into ``libtorch_cpu``), else ``None``."""
-    candidates = [None, *sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu*"))]
-    for path in candidates:
+    """The address of the BLAS ``sgemm_`` (Fortran interface, 32-bit integers) that PyTorch's own matrix products
+    call: looked up from ``libtorch_cpu`` (that library and the ones it loads; the x86-64 Linux wheels link MKL into
+    it), not from the whole process, where another library may export an ``sgemm_`` with 64-bit integers. ``None``
+    when there is none or it fails a 2 x 3 x 2 product."""
+    for path in sorted((Path(torch.__file__).parent / "lib").glob("libtorch_cpu.*")):
         try:
-            return ctypes.cast(ctypes.CDLL(None if path is None else str(path)).sgemm_, ctypes.c_void_p).value
+            address = ctypes.cast(ctypes.CDLL(str(path)).sgemm_, ctypes.c_void_p).value
         except (OSError, AttributeError):
             continue
+        return address if address and _sgemm_works(address) else None
     return None
+
+
+def _sgemm_works(address: int) -> bool:
+    """Whether ``sgemm_`` at ``address`` computes ``A^T B`` for a small column-major example."""
+    fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)(address)
+    ints = [ctypes.c_int(v) for v in (2, 2, 3, 3, 3, 2)]  # m, n, k, lda, ldb, ldc
+    one, zero = ctypes.c_float(1.0), ctypes.c_float(0.0)
+    a = (ctypes.c_float * 6)(1, 2, 3, 4, 5, 6)  # A: 3 x 2, column-major
+    b = (ctypes.c_float * 6)(1, 0, 2, 0, 1, 1)  # B: 3 x 2
+    c = (ctypes.c_float * 4)()
+    fn(b"T", b"N", *[ctypes.byref(v) for v in ints[:3]], ctypes.byref(one), a, ctypes.byref(ints[3]), b,
+       ctypes.byref(ints[4]), ctypes.byref(zero), c, ctypes.byref(ints[5]))
+    return list(c) == [7.0, 16.0, 5.0, 11.0]
 
 
 def _lib() -> ctypes.CDLL | None:
