@@ -24,7 +24,7 @@ def test_the_layer_kernels_have_a_blas_on_linux_x86_64() -> None:
     """PyTorch's x86-64 Linux wheels export MKL's ``sgemm_`` (else every test below would be skipped there)."""
     if sys.platform == "linux" and platform.machine() == "x86_64" and native.available():
         assert native._blas_sgemm() is not None
-        assert "decoder layer step is off" not in native.status()
+        assert "compiled layers are off" not in native.status()
 
 
 def randomized(layer: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -165,3 +165,25 @@ def test_kept_weight_pointers_follow_new_weights() -> None:
     want = decode_steps(copy.deepcopy(layer).double(), memory.double(), lens, xs.double(), 1)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=2e-5)
+
+
+@needs_layers
+def test_without_a_blas_the_layers_keep_pytorch(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    saved = dict(native._state)
+    monkeypatch.setenv("ATTNLAB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_blas_sgemm", lambda: None)
+    native._reset()
+    try:
+        assert native.available()
+        assert native.status().endswith("; the compiled layers are off: no usable sgemm_ in PyTorch's libraries")
+        layer = randomized(TransformerDecoderLayer(16, 2, 8), seed=2)
+        memory, lens, xs = torch.randn(2, 3, 16), torch.tensor([3, 1]), torch.randn(3, 2, 1, 16)
+        calls = count_calls(monkeypatch, "decoder_layer_step")
+        got = decode_steps(layer, memory, lens, xs, 1)
+        assert calls["ran"] == 0
+        want = decode_steps(copy.deepcopy(layer).double(), memory.double(), lens, xs.double(), 1)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=2e-5)
+    finally:
+        native._reset()
+        native._state.update(saved)

@@ -142,7 +142,7 @@ def _load() -> ctypes.CDLL | None:
     lib.attnlab_set_sgemm.restype = None
     sgemm = _blas_sgemm()
     lib.attnlab_set_sgemm(sgemm)
-    blas = "" if sgemm else "; the decoder layer step is off: no sgemm_ in PyTorch's libraries"
+    blas = "" if sgemm else "; the compiled layers are off: no usable sgemm_ in PyTorch's libraries"
     _state["status"] = f"compiled ({path}){blas}"
     return lib
 

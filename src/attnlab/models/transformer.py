@@ -201,7 +201,6 @@ class TransformerDecoderLayer(nn.Module):
         x = _norm(self.norm2, x + cross_step(x, memory, src_lens, cross_cache, beams))
         return _norm(self.norm3, x + _ffn(self.ffn, x))
 
-
     def compiled_step(self, x: torch.Tensor, src_lens: torch.Tensor | None, self_cache: KVCache,
                        cross_cache: KVCache, beams: int) -> torch.Tensor | None:
         """:meth:`step` as one call of the compiled kernels (:func:`~attnlab.attention.native.decoder_layer_step`)
