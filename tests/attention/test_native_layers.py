@@ -109,11 +109,13 @@ def test_decoder_step_shapes(B: int, beams: int, H: int, Dh: int, F: int, Ts: in
 @needs_layers
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
-@pytest.mark.parametrize("lens", [None, [5, 0, 2]])
+@pytest.mark.parametrize("lens", [None, [5, 0, 2], [40, 0, 33, 32, 7]])
 def test_encoder_layer_equals_pytorch_in_float64(norm_first: bool, activation: str, lens: list[int] | None) -> None:
-    """Every position, padding included (its queries attend to the row's real keys, as on PyTorch's paths)."""
+    """Every position, padding included (its queries attend to the row's real keys, as on PyTorch's paths); rows of
+    more than 32 keys take the kernel's matrix-product attention, shorter ones its one-query loop."""
     layer = randomized(TransformerEncoderLayer(32, 4, 48, activation=activation, norm_first=norm_first), seed=11)
-    x = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(2))
+    shape = (3, 5, 32) if lens is None or len(lens) == 3 else (len(lens), max(lens), 32)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
     valid = None if lens is None else torch.tensor(lens)
     with torch.inference_mode():
         got = layer.compiled_forward(x, valid)

@@ -319,6 +319,47 @@ static void add_into(float *restrict x, const float *restrict y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
+/* erf(x) by Abramowitz and Stegun's 7.1.26 (absolute error below 1.5e-7; PyTorch's vectorized erf uses the same
+   formula), in a form the compiler vectorizes, unlike a call to erff. */
+static inline float erf_approx(float x) {
+    float a = fabsf(x);
+    float t = 1.f / (1.f + 0.3275911f * a);
+    float p = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t + 0.254829592f) * t;
+    float r = 1.f - p * exp_nonpositive(-a * a);
+    return x < 0.f ? -r : r;
+}
+
+/* out (R, N) = alpha x (R, K) W^T + beta out, with row strides ldx, ldw, ldo: W (N, K) as nn.Linear keeps it. */
+static void gemm_nt(const float *x, int64_t ldx, const float *W, int64_t ldw, float *out, int64_t ldo, int64_t R,
+                    int64_t K, int64_t N, float alpha, float beta) {
+    int m = (int)N, n = (int)R, k = (int)K, lda = (int)ldw, ldb = (int)ldx, ldc = (int)ldo;
+    blas_sgemm("T", "N", &m, &n, &k, &alpha, W, &lda, x, &ldb, &beta, out, &ldc);
+}
+
+/* out (R, N) = P (R, K) V (K, N), row strides ldp, ldv, ldo. */
+static void gemm_nn(const float *P, int64_t ldp, const float *V, int64_t ldv, float *out, int64_t ldo, int64_t R,
+                    int64_t K, int64_t N) {
+    int m = (int)N, n = (int)R, k = (int)K, lda = (int)ldv, ldb = (int)ldp, ldc = (int)ldo;
+    float one = 1.f, zero = 0.f;
+    blas_sgemm("N", "N", &m, &n, &k, &one, V, &lda, P, &ldb, &zero, out, &ldc);
+}
+
+/* softmax over the L values of each of T rows of s (row stride ld), in place. */
+static void softmax_rows(float *s, int64_t T, int64_t L, int64_t ld) {
+    for (int64_t t = 0; t < T; ++t) {
+        float *restrict row = s + t * ld;
+        float top = range_max(row, 0, L), sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < L; ++j) {
+            row[j] = exp_nonpositive(row[j] - top);
+            sum += row[j];
+        }
+        float inv = 1.f / sum;
+#pragma omp simd
+        for (int64_t j = 0; j < L; ++j) row[j] *= inv;
+    }
+}
+
 /* A sublayer's weights, in this order (a NULL bias or LayerNorm parameter: none): its LayerNorm's weight and bias,
    then an input projection and an output projection, weight and bias each. Attention with keys of its own: the fused
    Q/K/V projection (3D, D), cross-attention: the query projection (D, D); the feed-forward: (F, D) and (D, F). */
@@ -350,7 +391,8 @@ static void feed_forward(float *x, int64_t R, int64_t D, int64_t F, const float 
 #pragma omp simd
         for (int64_t i = 0; i < R * F; ++i) f[i] = f[i] < 0.f ? 0.f : f[i];  /* NaN stays NaN, as F.relu */
     } else {
-        for (int64_t i = 0; i < R * F; ++i) f[i] = 0.5f * f[i] * (1.f + erff(f[i] * 0.70710678118654752f));
+#pragma omp simd
+        for (int64_t i = 0; i < R * F; ++i) f[i] = 0.5f * f[i] * (1.f + erf_approx(f[i] * 0.70710678118654752f));
     }
     linear(f, R, F, w[S_OUT_W], w[S_OUT_B], D, y);
     residual(x, y, R, D, w, eps, norm_first, h);
@@ -409,17 +451,23 @@ int attnlab_decoder_layer_step(float *x, int64_t R, int64_t D, int64_t H, int64_
     return 0;
 }
 
+/* Up to this many keys the encoder attends one query at a time (attend_one_head); from more, by matrix products. */
+#define GEMM_KEYS 32
+
 /* A Transformer encoder layer for inference on x (B, T, D), in place: self-attention in which every position of
    row b attends to the row's first lens[b] positions (NULL: all T; none: a zero context), then the feed-forward.
-   w: 2 sublayers' weights, eps: their LayerNorms' epsilons. scratch: at least B * T * (6 * D + F) + T floats.
-   Returns 0, or -1 without a BLAS (nothing written). */
+   w: 2 sublayers' weights, eps: their LayerNorms' epsilons. scratch: six buffers of B * T * D, 3 * B * T * D,
+   B * T * D, B * T * D, B * T * F and T * T floats (separate, so that each is small enough for malloc to reuse: one
+   block of tens of MB would be mapped afresh, and its pages faulted in, at every call). Returns 0, or -1 without a
+   BLAS (nothing written). */
 int attnlab_encoder_layer(float *x, int64_t B, int64_t T, int64_t D, int64_t H, int64_t F, const float *const *w,
-                          const float *eps, int norm_first, int activation, const int64_t *lens, float *scratch) {
+                          const float *eps, int norm_first, int activation, const int64_t *lens,
+                          float *const *scratch) {
     if (!blas_sgemm) return -1;
     int64_t R = B * T, Dh = D / H;
     float scale = 1.f / sqrtf((float)Dh);
-    float *h = scratch, *qkv = h + R * D, *ctx = qkv + 3 * R * D, *y = ctx + R * D, *f = y + R * D;
-    float *scores = f + R * F;
+    float *h = scratch[0], *qkv = scratch[1], *ctx = scratch[2], *y = scratch[3], *f = scratch[4];
+    float *scores = scratch[5];
     const float *const *ffn_w = w + SUBLAYER_WEIGHTS;
 
     linear(sublayer_input(x, R, D, w, eps[0], norm_first, h), R, D, w[S_IN_W], w[S_IN_B], 3 * D, qkv);
@@ -427,15 +475,21 @@ int attnlab_encoder_layer(float *x, int64_t B, int64_t T, int64_t D, int64_t H, 
         int64_t L = lens ? lens[b] : T;
         L = L > T ? T : L;
         const float *row = qkv + b * T * 3 * D;
-        for (int64_t t = 0; t < T; ++t) {
-            float *c = ctx + (b * T + t) * D;
-            if (L < 1) {
-                memset(c, 0, (size_t)D * sizeof(float));
-                continue;
+        float *c = ctx + b * T * D;
+        if (L < 1) {
+            memset(c, 0, (size_t)(T * D) * sizeof(float));
+            continue;
+        }
+        for (int64_t hd = 0; hd < H; ++hd) {
+            const float *q = row + hd * Dh, *k = q + D, *v = q + 2 * D;
+            if (L <= GEMM_KEYS) {  /* a few keys: one query at a time */
+                for (int64_t t = 0; t < T; ++t)
+                    attend_head(q + t * 3 * D, k, 3 * D, v, 3 * D, L, Dh, scale, scores, c + t * D + hd * Dh);
+            } else {  /* the (T, L) scores of the head by products: Q K^T, softmax, times V */
+                gemm_nt(q, 3 * D, k, 3 * D, scores, L, T, Dh, L, scale, 0.f);
+                softmax_rows(scores, T, L, L);
+                gemm_nn(scores, L, v, 3 * D, c + hd * Dh, D, T, L, Dh);
             }
-            for (int64_t hd = 0; hd < H; ++hd)
-                attend_head(row + t * 3 * D + hd * Dh, row + D + hd * Dh, 3 * D, row + 2 * D + hd * Dh, 3 * D, L, Dh,
-                            scale, scores, c + hd * Dh);
         }
     }
     linear(ctx, R, D, w[S_OUT_W], w[S_OUT_B], D, y);

@@ -448,8 +448,9 @@ def encoder_layer(x: torch.Tensor, weights: Sequence[torch.Tensor | None], eps: 
     if pointers is None or lens is False:
         return None
     out = x.contiguous().clone()
-    scratch = torch.empty(B * T * (6 * D + F_dim) + T)
+    R = B * T
+    scratch = [torch.empty(n) for n in (R * D, 3 * R * D, R * D, R * D, R * F_dim, T * T)]
     lib.attnlab_encoder_layer(out.data_ptr(), B, T, D, H, F_dim, pointers, (_F32 * 2)(*eps), int(norm_first),
                               _ACTIVATIONS.index(activation), None if lens is None else lens.data_ptr(),
-                              scratch.data_ptr())
+                              (_PTR * 6)(*[t.data_ptr() for t in scratch]))
     return out
