@@ -141,6 +141,16 @@ def test_the_layers_decline_what_they_do_not_do() -> None:
         assert layer.compiled_step(x, lens, self_cache, cross_cache, 1) is None
         assert encoder.compiled_forward(torch.randn(2, 4, 16), torch.tensor([4, 1])) is not None
     torch.testing.assert_close(self_cache.key, filled)  # nothing was appended by the declined calls
+    with torch.inference_mode():  # the pointers kept for this layer are not taken for inputs of another width
+        wide, wide_self, wide_cross = torch.randn(2, 1, 24), KVCache(), KVCache(static=True)
+        wide_self.update(torch.randn(2, 2, 3, 12), torch.randn(2, 2, 3, 12))
+        wide_cross.update(torch.randn(2, 2, 3, 12), torch.randn(2, 2, 3, 12))
+        layer.ffn.activation = torch.nn.functional.relu
+        assert layer.compiled_step(x, lens, self_cache, cross_cache, 1) is not None  # keeps the pointers
+        assert native.decoder_layer_step(
+            wide, layer._compiled_weights(), (1e-5,) * 3, norm_first=True, activation="relu", num_heads=2,
+            self_cache=wide_self, cross_key=wide_cross.key, cross_value=wide_cross.value, valid_lens=lens,
+            owner=layer) is None
     lib = native._lib()
     lib.attnlab_set_sgemm(None)  # no BLAS: the layers keep PyTorch's path
     try:

@@ -308,7 +308,6 @@ def beam_topk(logits: torch.Tensor, beam_scores: torch.Tensor, n_cand: int, *, p
     return None if failed else (scores, ids)
 
 
-
 _ACTIVATIONS = ("relu", "gelu")
 _REQUIRED = (2, 4)  # of each sublayer's six weights (see decoder_layer_step), the two projection weights
 
@@ -320,10 +319,12 @@ def _layer_weights(weights: Sequence[torch.Tensor | None], shapes: Sequence[tupl
     autograd (biases and LayerNorm parameters may be ``None``).
 
     With an ``owner`` (the layer), the checked pointers are kept for it and reused while it passes the same tensors
-    with the same data: building and checking them costs more than a decoding step's compiled layer at a few rows."""
+    with the same data for the same ``shapes``: building and checking them costs more than a decoding step's compiled
+    layer at a few rows."""
     current = tuple(None if t is None else t.data_ptr() for t in weights)
     kept = None if owner is None else _packed.get(owner)
-    if kept is not None and kept[1] == current and all(a is b for a, b in zip(kept[0], weights, strict=True)) and \
+    if kept is not None and kept[1] == current and kept[3] == shapes and \
+            all(a is b for a, b in zip(kept[0], weights, strict=True)) and \
             not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in weights)):
         return kept[2]
     if len(weights) != len(shapes):
@@ -339,11 +340,11 @@ def _layer_weights(weights: Sequence[torch.Tensor | None], shapes: Sequence[tupl
             return None
     pointers = (_PTR * len(weights))(*current)
     if owner is not None:
-        _packed[owner] = (tuple(weights), current, pointers)
+        _packed[owner] = (tuple(weights), current, pointers, list(shapes))
     return pointers
 
 
-_packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> (weights, data pointers, array)
+_packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # owner -> (weights, data pointers, array, shapes)
 
 
 def _sublayer_shapes(D: int, F_dim: int, kinds: str) -> list[tuple]:

@@ -209,17 +209,21 @@ class TransformerDecoderLayer(nn.Module):
         if not (cross_cache.filled and self_cache.filled and self.self_attn.same_dims) or \
                 self.ffn.activation not in _ACTIVATION_NAMES:
             return None
-        m = self._modules
-        cross = m["cross_attn"]._parameters
-        weights = (*_norm_params(m["norm1"]), *_attention_params(m["self_attn"]), *_norm_params(m["norm2"]),
-                   cross["in_proj_weight"] if cross["in_proj_weight"] is not None else cross["q_proj_weight"],
-                   cross["in_proj_bias"], *_linear_params(m["cross_attn"]._modules["out_proj"]),
-                   *_norm_params(m["norm3"]), *_ffn_params(m["ffn"]))
         return native.decoder_layer_step(
-            x, weights, (self.norm1.eps, self.norm2.eps, self.norm3.eps), norm_first=self.norm_first,
+            x, self._compiled_weights(), (self.norm1.eps, self.norm2.eps, self.norm3.eps), norm_first=self.norm_first,
             activation=_ACTIVATION_NAMES[self.ffn.activation], num_heads=self.self_attn.num_heads,
             self_cache=self_cache, cross_key=cross_cache.key, cross_value=cross_cache.value, valid_lens=src_lens,
             beams=beams, owner=self)
+
+
+    def _compiled_weights(self) -> tuple[torch.Tensor | None, ...]:
+        """The 18 tensors :func:`~attnlab.attention.native.decoder_layer_step` takes, in its order."""
+        m = self._modules
+        cross = m["cross_attn"]._parameters
+        return (*_norm_params(m["norm1"]), *_attention_params(m["self_attn"]), *_norm_params(m["norm2"]),
+                cross["in_proj_weight"] if cross["in_proj_weight"] is not None else cross["q_proj_weight"],
+                cross["in_proj_bias"], *_linear_params(m["cross_attn"]._modules["out_proj"]),
+                *_norm_params(m["norm3"]), *_ffn_params(m["ffn"]))
 
 
 _ACTIVATION_NAMES = {fn: name for name, fn in _ACTIVATIONS.items()}
