@@ -199,3 +199,17 @@ def test_without_a_blas_the_layers_keep_pytorch(monkeypatch: pytest.MonkeyPatch,
     finally:
         native._reset()
         native._state.update(saved)
+
+
+def test_next_slot_rebuilds_buffers_that_do_not_hold_the_cache() -> None:
+    """A cache whose ``key`` was replaced (here by fewer rows) gets buffers made from it, so a kernel writing row
+    ``r`` of the buffer never writes past it."""
+    cache = KVCache()
+    cache.update(torch.randn(4, 2, 3, 8), torch.randn(4, 2, 3, 8))
+    cache.update(torch.randn(4, 2, 1, 8), torch.randn(4, 2, 1, 8))  # now in buffers of 4 rows
+    cache.key, cache.value = cache.key[:2].clone(), cache.value[:2].clone()  # 2 rows, not views of the buffers
+    kept = cache.key.clone()
+    key_buffer, value_buffer, T = cache.next_slot()
+    assert T == 4 and key_buffer.shape[:2] == (2, 2) and value_buffer.shape[:2] == (2, 2)
+    torch.testing.assert_close(key_buffer[:, :, :4], kept)
+    assert cache.key.shape == (2, 2, 5, 8) and cache.key.data_ptr() == key_buffer.data_ptr()

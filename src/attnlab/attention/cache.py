@@ -110,8 +110,9 @@ class KVCache:
         outside autograd only, filled before."""
         if self.static or self.key is None or self.value is None:
             raise ValueError("KVCache.next_slot: needs a growing cache that holds earlier positions")
-        old = self.key.shape[2]
-        if self._key_buffer is None or self._key_buffer.shape[2] < old + 1 or self._key_buffer.dtype != self.key.dtype:
+        old, buffer = self.key.shape[2], self._key_buffer
+        if buffer is None or self._value_buffer is None or buffer.shape[2] < old + 1 or \
+                not _views_of(self.key, buffer) or not _views_of(self.value, self._value_buffer):
             capacity = old + 1 + max(_GROW, old)
             self._key_buffer = self._grown(self.key, capacity)
             self._value_buffer = self._grown(self.value, capacity)
@@ -177,3 +178,10 @@ class KVCache:
             self.zeroed = self.zeroed.index_select(0, index)
         self._padding = None
         return self
+
+
+def _views_of(cached: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """Whether ``cached`` ``(B, H, T, Dh)`` is the first ``T`` positions of ``buffer`` ``(B, H, capacity, Dh)``."""
+    return (cached.data_ptr() == buffer.data_ptr() and cached.dtype == buffer.dtype
+            and cached.stride() == buffer.stride() and cached.shape[:2] == buffer.shape[:2]
+            and cached.shape[3] == buffer.shape[3])
