@@ -274,7 +274,7 @@ def test_switched_off_by_the_environment(monkeypatch: pytest.MonkeyPatch, fresh_
 
 @needs_kernels
 def test_a_damaged_cached_library_is_built_again(fresh_state: Path) -> None:
-    built = native._library_path(native._compiler())
+    built = native._library_path(native._compiler(), native._SOURCE_TEXT)
     built.parent.mkdir(parents=True)
     built.write_bytes(b"not a shared object")  # e.g. a copy cut short
     assert native.available(), native.status()
@@ -334,3 +334,22 @@ def test_greedy_record_equals_indexed_writes() -> None:
                                 num_steps=state[2], ended=state[3]) is None
     for got, expected in zip(state, before, strict=True):
         assert torch.equal(got, expected)  # nothing written by the declined calls
+
+
+@needs_kernels
+def test_the_library_is_built_from_the_source_read_with_the_module(monkeypatch: pytest.MonkeyPatch,
+                                                                  fresh_state: Path) -> None:
+    """A kernels.c changed on disk after import (an upgrade while a long run goes on) is not what the wrappers of this
+    process get: a training run crashed when its first validation built the edited file against the old wrappers."""
+    edited = fresh_state / "kernels.c"
+    edited.write_text("int attnlab_greedy_pick(void) { return 0; }\n")  # another signature, no other kernel
+    monkeypatch.setattr(native, "SOURCE", edited)
+    assert native.available(), native.status()
+    assert native.greedy_pick(torch.tensor([[0.0, 1.0, 2.0, 5.0]]), pad_id=0, bos_id=1)[1].tolist() == [3]
+
+
+def test_a_missing_source_is_reported(monkeypatch: pytest.MonkeyPatch, fresh_state: Path) -> None:
+    monkeypatch.setattr(native, "_SOURCE_TEXT", None)
+    if native._compiler() is not None:
+        assert not native.available()
+        assert native.status() == "unavailable: kernels.c is missing from the installation"

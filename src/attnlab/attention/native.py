@@ -39,6 +39,10 @@ __all__ = ["available", "status", "one_query_attention", "greedy_pick", "greedy_
            "decoder_layer_step", "encoder_layer", "cache_dir"]
 
 SOURCE = Path(__file__).with_name("kernels.c")
+try:  # read once, with this module: a library built later (at first use) then always matches the wrappers below,
+    _SOURCE_TEXT: str | None = SOURCE.read_text()  # even if the installed files change while a process runs
+except OSError:
+    _SOURCE_TEXT = None
 FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno")
 NATIVE_FLAGS = ("-march=native",)  # dropped when the compiler refuses it
 
@@ -71,14 +75,18 @@ def _cpu_signature() -> str:
     return platform.machine() + "\n".join(sorted(set(lines)))
 
 
-def _build(cc: str, out: Path) -> None:
-    """Compile ``kernels.c`` into ``out`` (atomically), with ``-march=native`` when the compiler takes it."""
+def _build(cc: str, out: Path, source: str) -> None:
+    """Compile ``source`` (the text of ``kernels.c``) into ``out`` (atomically), with ``-march=native`` when the
+    compiler takes it."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
+    fd, c_file = tempfile.mkstemp(suffix=".c", dir=out.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(source)
     try:
         for extra in (NATIVE_FLAGS, ()):
-            result = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, str(SOURCE), "-lm"], capture_output=True,
+            result = subprocess.run([cc, *FLAGS, *extra, "-o", tmp, c_file, "-lm"], capture_output=True,
                                     text=True, timeout=120)
             if result.returncode == 0:
                 os.replace(tmp, out)
@@ -86,14 +94,15 @@ def _build(cc: str, out: Path) -> None:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1][:200]
         raise OSError(f"{Path(cc).name} failed: {last}")
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for path in (tmp, c_file):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
-def _library_path(cc: str) -> Path:
+def _library_path(cc: str, source: str) -> Path:
     """Where the library built by ``cc`` for this source, these flags and this CPU is kept."""
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, *NATIVE_FLAGS, cc, version,
+    key = hashlib.sha256("\0".join([source, *FLAGS, *NATIVE_FLAGS, cc, version,
                                     _cpu_signature()]).encode()).hexdigest()[:16]
     return cache_dir() / "native" / f"kernels-{key}.so"
 
@@ -107,14 +116,17 @@ def _load() -> ctypes.CDLL | None:
     if cc is None:
         _state["status"] = "unavailable: no C compiler found (set CC)"
         return None
+    if _SOURCE_TEXT is None:
+        _state["status"] = "unavailable: kernels.c is missing from the installation"
+        return None
     try:
-        path = _library_path(cc)
+        path = _library_path(cc, _SOURCE_TEXT)
         if not path.exists():
-            _build(cc, path)
+            _build(cc, path, _SOURCE_TEXT)
         try:
             lib = ctypes.CDLL(str(path))
         except OSError:  # a damaged file in the cache: build it again once
-            _build(cc, path)
+            _build(cc, path, _SOURCE_TEXT)
             lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError) as err:
         reason = str(err)  # may name a path from the environment: bounded
