@@ -230,10 +230,9 @@ def one_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     B, _, T, _ = key.shape
     if beams < 1 or N % beams or key.shape != (N // beams, H, T, Dh) or value.shape != key.shape or T == 0:
         return None
-    if valid_lens is not None:
-        if valid_lens.shape != (B,) or valid_lens.device.type != "cpu":
-            return None
-        valid_lens = valid_lens.to(torch.int64).contiguous()
+    valid_lens = _lengths(valid_lens, B)
+    if valid_lens is False:
+        return None
     out = torch.empty(N, 1, H * Dh)
     code = lib.attnlab_one_query_attention(
         query.data_ptr(), query.stride(0), query.stride(1),
