@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnlab.core.errors import CheckpointError, ConfigError, DataError
-from attnlab.data.batching import BucketedBatches, collate
+from attnlab.data.batching import BucketedBatches, ResampledBatches, collate
 from attnlab.data.dataset import Example
 from attnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -173,3 +173,98 @@ def test_bad_arguments_and_states():
         batches.load_state_dict({"epoch": 0, "position": 99, "seed": 0})
     with pytest.raises(CheckpointError, match="position must be an int"):
         batches.load_state_dict({"epoch": 0, "position": "1", "seed": 0})
+
+
+# ------------------------------------------------------------------------------------------- ResampledBatches
+
+
+class EpochExamples:
+    """Examples whose lengths change with the epoch (as a new segmentation's do); counts the calls per epoch."""
+
+    def __init__(self, n: int = 60) -> None:
+        self.n, self.calls = n, []
+
+    def __call__(self, epoch: int) -> list[Example]:
+        self.calls.append(epoch)
+        return make_examples([((7 * i + 3 * epoch) % 13 + 1, (5 * i + epoch * epoch) % 11 + 1)
+                              for i in range(self.n)])
+
+
+def _resampled(seed: int = 3, make: EpochExamples | None = None) -> ResampledBatches:
+    return ResampledBatches(make or EpochExamples(), 48, seed=seed)
+
+
+def test_resampled_epochs_cover_every_example_once_with_that_epochs_examples():
+    make = EpochExamples()
+    batches = _resampled(make=make)
+    sizes = []
+    for epoch in range(4):
+        expected = make(epoch)
+        make.calls.pop()
+        seen = []
+        for batch in batches:
+            seen += batch.index.tolist()
+            for row, index in enumerate(batch.index.tolist()):  # this epoch's ids, not another epoch's
+                ex = expected[index - 100]
+                assert batch.src_lens[row] == len(ex.src_ids) and batch.tgt_lens[row] == len(ex.tgt_ids)
+            assert batch.src.shape[0] * max(batch.src.shape[1], batch.tgt_out.shape[1]) <= 48
+        assert sorted(seen) == list(range(100, 160))
+        sizes.append(len(seen))
+    assert make.calls == [0, 1, 2, 3]  # one call per epoch, whatever len() and state_dict() asked meanwhile
+
+
+def test_resampled_batch_order_matches_bucketed_batches_of_the_same_examples():
+    make = EpochExamples()
+    batches = _resampled(seed=5, make=make)
+    for epoch in range(2):
+        reference = BucketedBatches(make(epoch), 48, seed=5)
+        reference.epoch = epoch
+        assert [b.index.tolist() for b in batches] == [b.index.tolist() for b in reference]
+
+
+@pytest.mark.parametrize("stop_after", [0, 5, 12, 13, 14, 20, 26, 30, 39])
+def test_resampled_exact_resume_across_epochs(stop_after):
+    uninterrupted = _resampled()
+    full = [b.index.tolist() for _ in range(3) for b in uninterrupted]
+    first = _resampled()
+    consumed: list[list[int]] = []
+    for _ in range(3):
+        if len(consumed) == stop_after:
+            break
+        for batch in first:
+            consumed.append(batch.index.tolist())
+            if len(consumed) == stop_after:
+                break
+    state = json.loads(json.dumps(first.state_dict()))
+    make = EpochExamples()
+    resumed = _resampled(seed=999, make=make)
+    resumed.load_state_dict(state)
+    rest: list[list[int]] = []
+    for _ in range(3 - state["epoch"]):
+        rest += [b.index.tolist() for b in resumed]
+    assert consumed + rest == full
+    assert resumed.state_dict()["seed"] == 3 and make.calls == list(range(state["epoch"], 3))
+
+
+def test_resampled_state_right_after_an_epochs_last_batch():
+    batches = _resampled()
+    it = iter(batches)
+    count = len(batches)
+    for _ in range(count):
+        next(it)
+    assert batches.state_dict() == {"epoch": 1, "position": 0, "seed": 3}
+
+
+def test_resampled_bad_states():
+    batches = _resampled()
+    with pytest.raises(CheckpointError, match="ResampledBatches.load_state_dict: missing keys"):
+        batches.load_state_dict({"epoch": 0})
+    with pytest.raises(CheckpointError, match="position=99 does not fit the .* batches of epoch 1"):
+        batches.load_state_dict({"epoch": 1, "position": 99, "seed": 0})
+    with pytest.raises(CheckpointError, match="epoch must be an int"):
+        batches.load_state_dict({"epoch": 1.0, "position": 0, "seed": 0})
+    with pytest.raises(CheckpointError, match="negative"):
+        batches.load_state_dict({"epoch": -1, "position": 0, "seed": 0})
+    with pytest.raises(ConfigError, match="tokens_per_batch"):
+        ResampledBatches(EpochExamples(), 0)
+    assert batches.state_dict() == {"epoch": 0, "position": 0, "seed": 3}  # refused states changed nothing

@@ -108,6 +108,13 @@ def test_sentencepiece_errors():
         SentencePieceTokenizer(b"garbage")
 
 
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_model_type_is_read_from_the_model(multi30k_small, model_type):
+    tok = train_sentencepiece([s for s, _ in multi30k_small[0][:1000]], 300, model_type=model_type)
+    assert tok.model_type == model_type
+    assert tokenizer_from_dict(json.loads(json.dumps(tok.to_dict()))).model_type == model_type
+
+
 # ----------------------------------------------------------------------------------------------- zh-char
 
 

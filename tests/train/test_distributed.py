@@ -129,11 +129,18 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ddp")
 
 
+# BPE-dropout: both ranks must draw the same segmentation of each global batch (and one process the same again).
+BPE_DROPOUT = ["--set", "data.src_tokenizer=bpe", "--set", "data.tgt_tokenizer=bpe", "--set", "data.vocab_size=80",
+               "--set", "data.bpe_dropout=0.2"]
+
+
 @pytest.mark.parametrize("args", [TRANSFORMER_ARGS, CLASSIFIER_ARGS,
-                                  [*CLASSIFIER_ARGS, "--set", "train.adversarial_eps=1.0"], CAPTIONER_ARGS],
-                         ids=["transformer", "rnn_classifier", "adversarial", "gru_captioner"])
+                                  [*CLASSIFIER_ARGS, "--set", "train.adversarial_eps=1.0"], CAPTIONER_ARGS,
+                                  [*TRANSFORMER_ARGS, *BPE_DROPOUT]],
+                         ids=["transformer", "rnn_classifier", "adversarial", "gru_captioner", "bpe_dropout"])
 def test_two_ranks_train_the_model_one_process_trains(root: Path, args: list[str]) -> None:
-    name = args[4] + ("-adv" if "train.adversarial_eps=1.0" in args else "")
+    name = args[4] + ("-adv" if "train.adversarial_eps=1.0" in args else "") + \
+        ("-bpe-dropout" if "data.bpe_dropout=0.2" in args else "")
     one, two = root / f"one-{name}", root / f"two-{name}"
     _run(_single([*args, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(one)]))
     res = _run(_torchrun([*args, *EQUAL_ADAM, "--max-steps", str(STEPS), "--out", str(two)]))

@@ -79,6 +79,10 @@ class DataConfig:
     vocab_size: int = option(8000, help="subword vocabulary size (bpe/unigram)")
     joint_vocab: bool = option(True, help="one subword model and vocabulary for both sides (enables shared "
                                           "embeddings)")
+    bpe_dropout: float = option(0.0, help="BPE-dropout in training (Provilkov et al. 2020): every epoch the training "
+                                          "pairs' bpe sides are segmented afresh, each merge skipped with this "
+                                          "probability (the paper: 0.1); validation, test and inference keep the "
+                                          "deterministic segmentation; 0 = off")
     lowercase: bool = option(False, help="lower-case text for the word tokenizer")
     min_freq: int = option(1, help="drop tokens seen fewer times in training from the vocabulary (-> <unk>)")
     max_len: int = option(100, help="skip training pairs with more tokens than this on either side (classification: "
@@ -99,6 +103,9 @@ class DataConfig:
         for name in ("num_valid", "num_test"):
             check_range(owner, name, getattr(self, name), low=0, high=MAX_SYNTHETIC)
         check_range(owner, "max_len", self.max_len, low=2)
+        if not 0.0 <= self.bpe_dropout < 1.0:
+            raise ConfigError(f"{owner}.bpe_dropout: got {short_repr(self.bpe_dropout)}, expected a merge-skip "
+                              "probability in [0, 1)")
         check_range(owner, "canvas_size", self.canvas_size, low=56, high=1024)
         check_range(owner, "max_items", self.max_items, low=1, high=4)
         check_range(owner, "seed", self.seed, low=0, high=2**63 - 1)
@@ -191,6 +198,13 @@ class RunConfig:
         if self.train.adversarial_eps and task != "classification":
             raise ConfigError(f"train.adversarial_eps: perturbs a text classifier's embeddings; the {task} task "
                               f"does not take it (set it to 0)")
+        if self.data.bpe_dropout and task not in ("translation", "summarization"):
+            raise ConfigError(f"data.bpe_dropout: resegments the text pairs of translation and summarization; "
+                              f"the {task} task does not take it (set it to 0)")
+        kinds = (self.data.src_tokenizer, self.data.tgt_tokenizer)
+        if self.data.bpe_dropout and not {"bpe", "auto"} & set(kinds):
+            raise ConfigError(f"data.bpe_dropout: resegments bpe pieces; data.src_tokenizer and data.tgt_tokenizer are "
+                              f"{kinds[0]} and {kinds[1]} (set one to bpe, or bpe_dropout to 0)")
         if self.decode.tune_length_penalty and task not in DECODING_TASKS:
             raise ConfigError(f"decode.tune_length_penalty: the {task} task does not decode with beam search; "
                               f"leave it empty")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from attnlab.core.errors import CheckpointError, ConfigError, DataError
+from attnlab.core.errors import CheckpointError, ConfigError, DataError, short_repr
 from attnlab.core.types import Batch, LabelBatch
 from attnlab.data.dataset import Example
 from attnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID
@@ -74,6 +74,18 @@ def _check_int(name: str, value: Any, minimum: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
         expected = "an int" if minimum is None else f"an int >= {minimum}"
         raise ConfigError(f"BucketedBatches: {name} must be {expected}, got {value!r}")
+
+
+def _read_state(owner: str, state: Mapping[str, Any]) -> tuple[int, int, int]:
+    """``(epoch, position, seed)`` of a saved batch-stream state, checked to be ints."""
+    missing = {"epoch", "position", "seed"} - set(state)
+    if missing:
+        raise CheckpointError(f"{owner}.load_state_dict: missing keys {sorted(missing)} in {short_repr(dict(state))}")
+    epoch, position, seed = state["epoch"], state["position"], state["seed"]
+    for name, value in (("epoch", epoch), ("position", position), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CheckpointError(f"{owner}.load_state_dict: {name} must be an int, got {short_repr(value)}")
+    return epoch, position, seed
 
 
 class BucketedBatches:
@@ -198,16 +210,86 @@ class BucketedBatches:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from a :meth:`state_dict` (the saved seed replaces this object's seed)."""
-        missing = {"epoch", "position", "seed"} - set(state)
-        if missing:
-            raise CheckpointError(f"BucketedBatches.load_state_dict: missing keys {sorted(missing)} in {dict(state)!r}")
-        epoch, position, seed = state["epoch"], state["position"], state["seed"]
-        for name, value in (("epoch", epoch), ("position", position), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise CheckpointError(f"BucketedBatches.load_state_dict: {name} must be an int, got {value!r}")
+        epoch, position, seed = _read_state("BucketedBatches", state)
         if epoch < 0 or not 0 <= position <= len(self._groups):
             raise CheckpointError(
                 f"BucketedBatches.load_state_dict: epoch={epoch}, position={position} do not fit {len(self)} "
                 "batches per epoch; the data or the batching settings differ from the saved run"
             )
         self.epoch, self.position, self.seed = epoch, position, seed
+
+
+class ResampledBatches:
+    """Length-bucketed batches of examples made afresh every epoch (e.g. a new subword segmentation), resumable.
+
+    ``make_examples(epoch)`` returns that epoch's examples; it must depend on the epoch alone (every data-parallel
+    rank and every resumed run calls it for the same epoch and must get the same list). The examples are packed
+    and ordered as :class:`BucketedBatches` does, with the same seed and epoch, so the number of batches may vary
+    from one epoch to the next. ``__len__`` is the current epoch's count. :meth:`state_dict` /
+    :meth:`load_state_dict` behave as :class:`BucketedBatches`': a fresh object continues with exactly the batches
+    an uninterrupted run would have produced.
+    """
+
+    def __init__(
+        self,
+        make_examples: Callable[[int], Sequence[Example]],
+        tokens_per_batch: int,
+        *,
+        seed: int = 0,
+        max_sentences: int | None = None,
+        pad_id: int = PAD_ID,
+        collate_fn: Callable[[Sequence[Example], int], Any] = collate,
+    ) -> None:
+        _check_int("tokens_per_batch", tokens_per_batch, 1)
+        _check_int("seed", seed, None)
+        self._make = make_examples
+        self._options = {"tokens_per_batch": tokens_per_batch, "max_sentences": max_sentences, "pad_id": pad_id,
+                         "collate_fn": collate_fn}
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._current: tuple[int, int, BucketedBatches] | None = None  # (epoch, seed, its batches)
+
+    def _batches(self, epoch: int) -> BucketedBatches:
+        """The packed batches of ``epoch`` (made once per epoch)."""
+        if self._current is None or self._current[:2] != (epoch, self.seed):
+            self._current = (epoch, self.seed, BucketedBatches(self._make(epoch), seed=self.seed, **self._options))
+        return self._current[2]
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.position and self.position >= len(self._batches(self.epoch)):  # stopped right after its last batch
+            self.epoch += 1
+            self.position = 0
+        inner = self._batches(self.epoch)
+        inner.epoch, inner.position = self.epoch, self.position
+        for batch in inner:
+            self.position = inner.position
+            yield batch
+        self.epoch += 1
+        self.position = 0
+
+    def __len__(self) -> int:
+        """Number of batches in the current epoch."""
+        return len(self._batches(self.epoch))
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch", "position", "seed"}`` as :meth:`BucketedBatches.state_dict`."""
+        if self.position and self.position >= len(self._batches(self.epoch)):  # (an epoch is made only when used)
+            return {"epoch": self.epoch + 1, "position": 0, "seed": self.seed}
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` (the saved seed replaces this object's seed)."""
+        epoch, position, seed = _read_state("ResampledBatches", state)
+        if epoch < 0:
+            raise CheckpointError(f"ResampledBatches.load_state_dict: epoch={epoch} is negative")
+        if position < 0:
+            raise CheckpointError(f"ResampledBatches.load_state_dict: position={position} is negative")
+        previous, self.seed = self.seed, seed
+        count = len(self._batches(epoch)) if position else 0  # position 0 fits any epoch: nothing to make yet
+        if position > count:
+            self.seed = previous
+            raise CheckpointError(
+                f"ResampledBatches.load_state_dict: position={position} does not fit the {count} batches of epoch "
+                f"{epoch}; the data or the batching settings differ from the saved run")
+        self.epoch, self.position = epoch, position

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,12 +166,24 @@ def build_tokenizers(cfg: DataConfig, train: Pairs) -> tuple[Tokenizer, Tokenize
     return tokenizers[0], tokenizers[1]
 
 
+def _all_pieces(tokenizer: Tokenizer) -> list[list[str]]:
+    """A SentencePiece model's pieces as one extra "sentence" for the vocabulary count; nothing for others."""
+    from attnlab.data.subword import SentencePieceTokenizer
+
+    return [tokenizer.vocab_pieces()] if isinstance(tokenizer, SentencePieceTokenizer) else []
+
+
 def build_text_pipeline(cfg: DataConfig, train: Pairs) -> TextPipeline:
     src_tok, tgt_tok = build_tokenizers(cfg, train)
     # The vocabularies count tokens a sentence at a time: a list of every tokenized sentence (Multi30k: a million
     # short strings) left Python's small-object arenas holding ~54 MiB for the rest of the process.
-    src_sents = (src_tok.tokenize(s) for s, _ in train)
-    tgt_sents = (tgt_tok.tokenize(t) for _, t in train)
+    src_sents: Iterable[list[str]] = (src_tok.tokenize(s) for s, _ in train)
+    tgt_sents: Iterable[list[str]] = (tgt_tok.tokenize(t) for _, t in train)
+    if cfg.bpe_dropout:
+        # A BPE-dropout segmentation may use any piece of the model, also those the deterministic one never outputs
+        # on the training text (intermediate merges): each is counted once more so none becomes <unk>.
+        src_sents = itertools.chain(src_sents, _all_pieces(src_tok))
+        tgt_sents = itertools.chain(tgt_sents, _all_pieces(tgt_tok))
     if cfg.joint_vocab and src_tok.to_dict() == tgt_tok.to_dict():
         vocab = Vocab.build(itertools.chain(src_sents, tgt_sents), min_freq=cfg.min_freq)
         return TextPipeline(src_tok, tgt_tok, vocab, vocab)

@@ -75,6 +75,11 @@ class SentencePieceTokenizer(Tokenizer):
         """Split ``text`` into pieces; characters unseen in training come out as their own surface pieces."""
         return list(self._sp.encode(text, out_type=str))
 
+    @property
+    def model_type(self) -> str:
+        """The model's algorithm as its training spec records it: ``"unigram"``, ``"bpe"``, ``"word"`` or ``"char"``."""
+        return _MODEL_TYPES.get(_model_type_number(self.model_proto), "unigram")
+
     def detokenize(self, tokens: list[str]) -> str:
         """Join pieces into text: ``▁`` becomes a space, byte pieces (``<0xE4>``) are decoded as UTF-8."""
         if any(_BYTE_PIECE.fullmatch(t) for t in tokens):
@@ -115,6 +120,54 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size})"
+
+
+_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}  # sentencepiece_model.proto, TrainerSpec.ModelType
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fields(data: bytes) -> Iterable[tuple[int, int, int | bytes]]:
+    """``(field number, wire type, value)`` of each field of a serialized protobuf message (wire types 0-5)."""
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, wire, value
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            yield number, wire, data[pos:pos + size]
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _model_type_number(proto: bytes) -> int:
+    """``ModelProto.trainer_spec.model_type`` (fields 2 and 3 of sentencepiece_model.proto; 1 when unset).
+
+    Read from the wire format directly: the generated protobuf module would need the protobuf package."""
+    try:
+        for number, wire, value in _fields(proto):
+            if number == 2 and wire == 2 and isinstance(value, bytes):
+                for inner, inner_wire, inner_value in _fields(value):
+                    if inner == 3 and inner_wire == 0 and isinstance(inner_value, int):
+                        return inner_value
+    except (IndexError, ValueError) as exc:
+        raise CheckpointError(f"sentencepiece model: cannot read its training spec ({exc})") from None
+    return 1
 
 
 def _has_fileno(stream: Any) -> bool:

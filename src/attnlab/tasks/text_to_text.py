@@ -21,7 +21,8 @@ from torch import nn
 
 from attnlab.core.errors import CheckpointError
 from attnlab.core.run_config import RunConfig
-from attnlab.data.batching import BucketedBatches
+from attnlab.data.batching import BucketedBatches, ResampledBatches
+from attnlab.data.dataset import Example
 from attnlab.data.prepare import PreparedData, TextPipeline, prepare_data, restore_text_pipeline
 from attnlab.decode.translate import Translation, translate_sentences
 from attnlab.models.base import EncoderDecoder
@@ -236,7 +237,25 @@ class TranslationTask(Task):
         return build_model(cfg.model, len(data.text.src_vocab), len(data.text.tgt_vocab))
 
     def train_batches(self, data: PreparedData, cfg: RunConfig) -> BatchSource:
-        return BucketedBatches(data.train_examples, cfg.train.tokens_per_batch, seed=cfg.train.seed)
+        if not cfg.data.bpe_dropout:
+            return BucketedBatches(data.train_examples, cfg.train.tokens_per_batch, seed=cfg.train.seed)
+        from attnlab.data.bpe_dropout import ExampleDropout
+
+        text = data.text
+        dropout = ExampleDropout(data.train_examples, data.train, (text.src_tokenizer, text.tgt_tokenizer),
+                                 (text.src_vocab, text.tgt_vocab), cfg.data.bpe_dropout, max_len=cfg.data.max_len,
+                                 truncate=self.truncate)
+        log.info("BPE-dropout %g: the training pairs are segmented afresh every epoch", cfg.data.bpe_dropout)
+
+        def epoch_examples(epoch: int) -> list[Example]:
+            examples, stats = dropout.examples(f"{cfg.train.seed}:{epoch}")
+            if stats["kept_deterministic"] or stats["truncated"]:
+                log.info("epoch %d: BPE-dropout made %d pair(s) longer than data.max_len=%d: %s", epoch,
+                         stats["kept_deterministic"] + stats["truncated"], cfg.data.max_len,
+                         "cut to it" if self.truncate else "they keep their deterministic segmentation")
+            return examples
+
+        return ResampledBatches(epoch_examples, cfg.train.tokens_per_batch, seed=cfg.train.seed)
 
     def loss(self, cfg: RunConfig) -> LossFn:
         return functools.partial(teacher_forced_loss, label_smoothing=cfg.train.label_smoothing)
