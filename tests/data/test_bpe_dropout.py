@@ -57,6 +57,19 @@ def test_p_0_is_sentencepiece_on_chinese_and_with_bytes():
     assert byte_pieces(sampled[0]) == byte_pieces(small.tokenize(texts[0]))
 
 
+def test_user_defined_symbols_stay_whole():
+    texts = ["<2de> a man walks his dog", "two dogs play <2de> in the park", "a woman reads"] * 30
+    tok = train_sentencepiece(texts, 60, hard_vocab_limit=False, user_defined_symbols=["<2de>"])
+    assert "<2de>" not in tok.merge_scores() and "▁man" in tok.merge_scores()
+    held_out = ["<2de> a man reads in the park", "the dog<2de>walks"]
+    sampler = BPEDropout(tok, held_out)
+    assert sampler.sample(0.0, seed=0) == [tok.tokenize(t) for t in held_out]
+    for sampled in sampler.sample(0.5, seed=1) + sampler.sample(0.5, seed=2):
+        assert "<2de>" in sampled
+    # a word holding the symbol ("▁dog<2de>walks") keeps all its pieces
+    assert all(s[-4:] == tok.tokenize(held_out[1])[-4:] for s in (sampler.sample(0.9, seed=k)[1] for k in range(5)))
+
+
 def test_samples_keep_the_text_use_model_pieces_and_resegment(joint):
     tok, pairs = joint
     texts = [t for _, t in pairs[:300]]

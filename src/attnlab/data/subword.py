@@ -80,6 +80,14 @@ class SentencePieceTokenizer(Tokenizer):
         """The model's algorithm as its training spec records it: ``"unigram"``, ``"bpe"``, ``"word"`` or ``"char"``."""
         return _MODEL_TYPES.get(_model_type_number(self.model_proto), "unigram")
 
+    def merge_scores(self) -> dict[str, float]:
+        """Score of every normal piece (not ``<unk>``, control, user-defined, byte or unused ones) by piece text.
+
+        In a BPE model a piece's score orders the merge that makes it: higher merges first."""
+        sp = self._sp
+        types = _piece_types(self.model_proto)
+        return {sp.id_to_piece(i): float(sp.get_score(i)) for i in range(sp.get_piece_size()) if types[i] == 1}
+
     def detokenize(self, tokens: list[str]) -> str:
         """Join pieces into text: ``▁`` becomes a space, byte pieces (``<0xE4>``) are decoded as UTF-8."""
         if any(_BYTE_PIECE.fullmatch(t) for t in tokens):
@@ -168,6 +176,18 @@ def _model_type_number(proto: bytes) -> int:
     except (IndexError, ValueError) as exc:
         raise CheckpointError(f"sentencepiece model: cannot read its training spec ({exc})") from None
     return 1
+
+
+def _piece_types(proto: bytes) -> list[int]:
+    """``ModelProto.pieces[i].type`` for every piece (field 1, its field 3; NORMAL = 1 when unset)."""
+    types = []
+    try:
+        for number, wire, value in _fields(proto):
+            if number == 1 and wire == 2 and isinstance(value, bytes):
+                types.append(next((v for n, w, v in _fields(value) if n == 3 and w == 0 and isinstance(v, int)), 1))
+    except (IndexError, ValueError) as exc:
+        raise CheckpointError(f"sentencepiece model: cannot read its pieces ({exc})") from None
+    return types
 
 
 def _has_fileno(stream: Any) -> bool:
