@@ -36,16 +36,12 @@ def test_resume_across_epochs_equals_the_uninterrupted_run(runs: dict[str, Path]
     assert_resumed_equals_straight(runs["resumed"], runs["straight"], 3 * N)
 
 
-def test_dropout_changes_training_but_not_decoding(runs: dict[str, Path]) -> None:
+def test_dropout_changes_training_and_every_piece_has_an_id(runs: dict[str, Path]) -> None:
     losses = [[r["loss"] for r in read_jsonl(runs[k] / "metrics.jsonl") if r["kind"] == "train"]
               for k in ("straight", "plain")]
     assert losses[0] != losses[1]
-    translator = load_translator(runs["straight"] / "last")
-    pipeline = translator.text
-    assert set(pipeline.src_tokenizer.vocab_pieces()) <= set(pipeline.src_vocab.tokens)  # every piece has an id
-    # Inference segments deterministically: the same sentence twice gives the same pieces and output.
-    outputs = [t.text for t in translator.translate(["march 3, 2011", "march 3, 2011"], beam_size=1)]
-    assert outputs[0] == outputs[1]
+    pipeline = load_translator(runs["straight"] / "last").text
+    assert set(pipeline.src_tokenizer.vocab_pieces()) <= set(pipeline.src_vocab.tokens)
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -196,3 +196,16 @@ def test_a_restored_tokenizer_samples_the_same(joint):
     texts = [t for _, t in pairs[:100]]
     again = tokenizer_from_dict(json.loads(json.dumps(tok.to_dict())))
     assert BPEDropout(again, texts).sample(0.1, seed=5) == BPEDropout(tok, texts).sample(0.1, seed=5)
+
+
+def test_the_prepared_vocabulary_holds_every_piece_only_with_dropout(multi30k):
+    from attnlab.core.run_config import DataConfig
+    from attnlab.data.prepare import prepare_data
+
+    common = {"source": "multi30k", "src_lang": "en", "tgt_lang": "de", "vocab_size": 2000, "max_train": 3000,
+              "data_dir": str(SHARED)}
+    plain = prepare_data(DataConfig(**common)).text
+    dropout = prepare_data(DataConfig(**common, bpe_dropout=0.1)).text
+    pieces = set(dropout.src_tokenizer.vocab_pieces())
+    assert pieces <= set(dropout.src_vocab.tokens) and dropout.src_vocab is dropout.tgt_vocab
+    assert not pieces <= set(plain.src_vocab.tokens)  # intermediate merges the deterministic segmentation never outputs
