@@ -4,7 +4,10 @@ and never holds more than one chunk's logits."""
 from __future__ import annotations
 
 import datetime
+import multiprocessing
+import queue
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -221,19 +224,39 @@ def test_models_without_a_linear_projection_keep_the_logits_path() -> None:
     torch.testing.assert_close(loss_sum, ref)
 
 
-def whole_and_ddp_chunked_grads(model: torch.nn.Module, batch: Batch,
-                                tmp_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The gradients of the whole-logits loss, and of the chunked one through a one-rank gloo DDP wrapper (names
-    without ``module.``)."""
-    _, _, ref_grads = _loss_and_grads(model, batch, label_smoothing=0.1, chunk_tokens=None)
-    # Bounded: a fresh clone once hung here in a futex for 20 minutes; gloo then fails after 60 s instead.
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1,
+def _ddp_chunked_grads(model: torch.nn.Module, batch: Batch, store: str, out: Any) -> None:
+    """In a fresh process: the chunked loss's gradients through a one-rank gloo DDP wrapper, put on ``out``."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1,
                             timeout=datetime.timedelta(seconds=60))
     try:
         ddp = torch.nn.parallel.DistributedDataParallel(model)
         _, _, grads = _loss_and_grads(ddp, batch, label_smoothing=0.1, chunk_tokens=7)
     finally:
         dist.destroy_process_group()
+    out.put({k: g.numpy() for k, g in grads.items()})
+
+
+def whole_and_ddp_chunked_grads(model: torch.nn.Module, batch: Batch,
+                                tmp_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The gradients of the whole-logits loss, and of the chunked one through a one-rank gloo DDP wrapper (names
+    without ``module.``).
+
+    The DDP part runs in a spawned process, bounded: fresh clones twice hung in a futex inside gloo's setup of a
+    second process group in the test process (pytest's timeout cannot interrupt that), once for 20 minutes."""
+    _, _, ref_grads = _loss_and_grads(model, batch, label_smoothing=0.1, chunk_tokens=None)
+    model.zero_grad(set_to_none=True)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    worker = ctx.Process(target=_ddp_chunked_grads, args=(model, batch, str(tmp_path / "store"), out))
+    worker.start()
+    try:
+        arrays = out.get(timeout=240)
+    except queue.Empty:
+        worker.kill()
+        pytest.fail("the one-rank gloo DDP process gave no gradients in 240 s (killed)")
+    finally:
+        worker.join(timeout=30)
+    grads = {k: torch.from_numpy(a) for k, a in arrays.items()}
     assert all(k.startswith("module.") for k in grads)
     return ref_grads, {k.removeprefix("module."): g for k, g in grads.items()}
 
