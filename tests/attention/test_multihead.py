@@ -626,3 +626,28 @@ def test_attention_dropout_is_unbiased_on_every_path(monkeypatch, kind):
     # draw their own (one call per group), so the per-seed outputs differ while their distribution is the same.
     mha.policy = replace(POLICIES["head_groups"], group_heads=4)
     torch.testing.assert_close(_dropout_runs(mha, x, kwargs, 3), paths["fused"][:3], atol=1e-6, rtol=1e-5)
+
+
+def test_training_in_bfloat16_on_the_cpu_runs_the_fused_kernel_in_float32():
+    """Under autograd, bf16 inputs are attended in float32 (PyTorch's bf16 CPU backward is slow); the result and
+    the gradients keep bf16 and equal the float32 computation rounded once."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 6, 8, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.ones(3, 1, 1, 6, dtype=torch.bool)
+    mask[0, ..., 4:] = False
+    for m, causal in ((None, True), (mask, False)):
+        out = fused_attention(q, k, v, m, is_causal=causal, training=True)
+        q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+        ref = F.scaled_dot_product_attention(q32, k32, v32, attn_mask=m, is_causal=causal)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out, ref.bfloat16(), rtol=0, atol=0)
+        grad = torch.randn(out.shape, generator=g).bfloat16()
+        got = torch.autograd.grad(out, (q, k, v), grad)
+        want = torch.autograd.grad(ref, (q32, k32, v32), grad.float())
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == torch.bfloat16
+            torch.testing.assert_close(a, b.bfloat16(), rtol=0, atol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast does not cast the float32 copies back
+        out = fused_attention(q, k, v, None, training=True)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16(),
+                               rtol=0, atol=0)

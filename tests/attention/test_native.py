@@ -353,3 +353,60 @@ def test_a_missing_source_is_reported(monkeypatch: pytest.MonkeyPatch, fresh_sta
     if native._compiler() is not None:
         assert not native.available()
         assert native.status() == "unavailable: kernels.c is missing from the installation"
+
+
+def _row_losses(z: torch.Tensor, t: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference in float64: per-row label-smoothed cross-entropy and its gradient, from PyTorch's autograd."""
+    z = z.double().requires_grad_()
+    losses = F.cross_entropy(z, t, label_smoothing=eps, reduction="none")
+    losses.sum().backward()
+    return losses.detach(), z.grad
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("skip", [0, 3])
+def test_cross_entropy_rows_equal_pytorchs_loss_and_gradient(dtype: torch.dtype, eps: float, skip: int) -> None:
+    g = torch.Generator().manual_seed(5)
+    z = (torch.randn(9, 1001, generator=g) * 4).to(dtype)  # V not a multiple of any vector width
+    t = torch.randint(0, 1001, (9,), generator=g)
+    t[0], t[1] = 0, 1000
+    ref_loss, ref_grad = _row_losses(z, t, eps)
+    ref_grad[:skip] = 0.0
+    loss, grad = native.cross_entropy_rows(z, t, label_smoothing=eps, skip=skip, grad_dtype=dtype)
+    assert loss == pytest.approx(float(ref_loss[skip:].sum()), rel=1e-6)
+    assert grad.dtype == dtype and grad.shape == z.shape
+    # float32: float32 rounding; bfloat16: the float64 gradient rounded once to bfloat16, give or take one step
+    tol = {"atol": 1e-7, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-7, "rtol": 2 ** -7}
+    torch.testing.assert_close(grad.double(), ref_grad.to(dtype).double(), **tol)
+    no_grad = native.cross_entropy_rows(z, t, label_smoothing=eps, skip=skip)
+    assert no_grad[1] is None and no_grad[0] == loss
+
+
+@needs_kernels
+def test_cross_entropy_rows_read_strided_rows_and_write_a_bfloat16_gradient_from_float32() -> None:
+    g = torch.Generator().manual_seed(6)
+    wide = torch.randn(4, 300, generator=g)
+    z, t = wide[:, :257], torch.tensor([3, 256, 0, 100])  # rows 300 apart
+    loss, grad = native.cross_entropy_rows(z, t, label_smoothing=0.2, grad_dtype=torch.bfloat16)
+    ref_loss, ref_grad = _row_losses(z, t, 0.2)
+    assert loss == pytest.approx(float(ref_loss.sum()), rel=1e-6)
+    torch.testing.assert_close(grad.double(), ref_grad.to(torch.bfloat16).double(), atol=1e-7, rtol=2 ** -7)
+
+
+@needs_kernels
+def test_cross_entropy_rows_leave_what_they_do_not_do_to_pytorch() -> None:
+    z, t = torch.randn(3, 10), torch.tensor([1, 2, 3])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        worse = z.clone()
+        worse[1, 4] = bad
+        assert native.cross_entropy_rows(worse, t, label_smoothing=0.1, grad_dtype=torch.float32) is None
+    assert native.cross_entropy_rows(z, torch.tensor([1, 10, 3]), label_smoothing=0.0) is None  # out of range
+    assert native.cross_entropy_rows(z, torch.tensor([1, -1, 3]), label_smoothing=0.0) is None
+    assert native.cross_entropy_rows(z.double(), t, label_smoothing=0.0) is None
+    assert native.cross_entropy_rows(z.half(), t, label_smoothing=0.0) is None
+    assert native.cross_entropy_rows(z.t().contiguous().t(), t, label_smoothing=0.0) is None  # columns contiguous
+    assert native.cross_entropy_rows(z, t, label_smoothing=0.0, grad_dtype=torch.float64) is None
+    assert native.cross_entropy_rows(z, t[:2], label_smoothing=0.0) is None
+    assert native.cross_entropy_rows(z, t, label_smoothing=0.0, skip=4) is None

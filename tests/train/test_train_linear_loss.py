@@ -16,6 +16,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch.utils._python_dispatch import TorchDispatchMode
 from train_fixtures import make_model
 
+from attnlab.attention import native
 from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig
 from attnlab.core.types import Batch
 from attnlab.models import Seq2Seq, Transformer
@@ -276,3 +277,31 @@ def test_validation_loss_is_the_same_on_both_paths() -> None:
         full = teacher_forced_loss(model, batch, label_smoothing=0.1, chunk_tokens=None)
     assert chunked[1] == full[1]
     torch.testing.assert_close(chunked[0], full[0], **FP32_TOL)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_the_compiled_row_kernel_equals_pytorchs_operators(monkeypatch: pytest.MonkeyPatch, bf16: bool) -> None:
+    """The loss's rows go through attention/kernels.c where it is built; PyTorch's operators give the same."""
+    if native._compiler() is None:
+        pytest.skip("no C compiler here: the kernels cannot be built")
+    used = []
+    real = native.cross_entropy_rows
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        used.append(out is not None)
+        return out
+
+    model, batch = _transformer(), _batch(3)
+    monkeypatch.setattr(native, "cross_entropy_rows", spy)
+    loss, n, grads = _loss_and_grads(model, batch, bf16=bf16, label_smoothing=0.1, chunk_tokens=7)
+    assert used and all(used)
+    monkeypatch.setattr(native, "cross_entropy_rows", lambda *args, **kwargs: None)
+    ref_loss, ref_n, ref_grads = _loss_and_grads(model, batch, bf16=bf16, label_smoothing=0.1, chunk_tokens=7)
+    assert n == ref_n and grads.keys() == ref_grads.keys()
+    torch.testing.assert_close(loss, ref_loss, **FP32_TOL)
+    for name, want in ref_grads.items():
+        # bf16: both round the same float32 gradient of the logits to bf16; a last-bit difference in float32 can
+        # round the other way, so a few entries differ by one bf16 step
+        tol = {"rtol": 0.0, "atol": 1e-2 * float(want.abs().max())} if bf16 else FP32_TOL
+        torch.testing.assert_close(grads[name], want, **tol, msg=lambda m, name=name: f"{name}: {m}")

@@ -191,6 +191,7 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     weights = softmax_with_mask(scores, mask, inplace=inplace)  # (B, H, Tq, Tk)
     if tracer is not None:
         tracer.record("weights", weights)
+    # F.dropout, not attnlab.attention.dropout: the fused kernel (SDPA's math backend on the CPU) draws this same mask
     attn = F.dropout(weights, p=dropout_p, training=True) if training and dropout_p > 0 else weights
     context = attn @ v  # (B, H, Tq, Dv)
     return context, weights
@@ -232,11 +233,26 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     """
     p = dropout_p if training else 0.0
     if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=is_causal)
+        return _sdpa(q, k, v, dropout_p=p, is_causal=is_causal)
     if not keys_zeroed:
         k, v = zero_unreachable(k, v, mask)
     row_ok = mask.any(dim=-1, keepdim=True)  # (.., Tq, 1)
     if bool(row_ok.all()):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~row_ok, dropout_p=p)
+        return _sdpa(q, k, v, attn_mask=mask, dropout_p=p)
+    context = _sdpa(q, k, v, attn_mask=mask | ~row_ok, dropout_p=p)
     return context.masked_fill(~row_ok, 0.0)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: object) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``; on the CPU with bfloat16/float16 inputs and autograd recording, in float32.
+
+    PyTorch's CPU flash-attention backward is slow in bfloat16 at training shapes: forward and backward of
+    ``(107, 4, 19, 32)`` heads with key padding took 27 ms against 6 ms in float32, casts included, on one thread
+    (``benchmarks/train_kernels.py``). Without autograd (decoding) bfloat16 is as fast, and stays.
+    """
+    low = q.dtype in (torch.bfloat16, torch.float16)
+    if low and q.device.type == "cpu" and torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad):
+        with torch.autocast("cpu", enabled=False):  # autocast would cast the float32 inputs back
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, **kwargs)

@@ -497,3 +497,89 @@ int attnlab_encoder_layer(float *x, int64_t B, int64_t T, int64_t D, int64_t H, 
     feed_forward(x, R, D, F, ffn_w, eps[1], norm_first, activation, h, f, y);
     return 0;
 }
+
+/* ---- training: label-smoothed cross-entropy over rows of logits, and its gradient (train/loss.py) ---- */
+
+static inline float bf16_to_float(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Round to nearest even, as PyTorch's float -> bfloat16 conversion does (NaN stays a quiet NaN). */
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* For each row r of (C, V) logits z (rows ld elements apart; float32, or bfloat16 where z_bf16) with target t_r:
+     loss_r = (1 - eps) * (lse_r - z_rt) + eps * mean_v(lse_r - z_rv),   lse_r = log sum_v exp(z_rv),
+   the sum of loss_r over the rows r >= skip into *loss, and, where grad is not NULL, d loss_r / d z_r =
+   softmax(z_r) - (1 - eps) * onehot(t_r) - eps / V into grad ((C, V), contiguous; bfloat16 where grad_bf16),
+   zero for the rows r < skip. work: V floats. Reads each row once and writes each gradient row once, where the
+   same arithmetic in PyTorch operators reads and writes the whole (C, V) matrix eight or nine times.
+   Returns 0; 1 where a row holds NaN or an infinity, 2 where a target is outside 0..V-1 (the caller then uses
+   PyTorch, which gives its own answer or error). */
+int attnlab_cross_entropy_rows(const void *logits, int z_bf16, int64_t C, int64_t V, int64_t ld,
+                               const int64_t *target, float eps, int64_t skip, double *loss, void *grad,
+                               int grad_bf16, float *work) {
+    double total = 0.0;
+    for (int64_t r = 0; r < C; ++r)
+        if (target[r] < 0 || target[r] >= V) return 2;
+    for (int64_t r = 0; r < C; ++r) {
+        const float *z;
+        if (z_bf16) {
+            const uint16_t *restrict row = (const uint16_t *)logits + r * ld;
+#pragma omp simd
+            for (int64_t v = 0; v < V; ++v) work[v] = bf16_to_float(row[v]);
+            z = work;
+        } else {
+            z = (const float *)logits + r * ld;
+        }
+        float top = -INFINITY, sum = 0.f;
+#pragma omp simd reduction(max : top) reduction(+ : sum)
+        for (int64_t v = 0; v < V; ++v) {
+            top = z[v] > top ? z[v] : top;
+            sum += z[v];
+        }
+        if (!isfinite(top) || !isfinite(sum)) return 1;
+        const float z_t = z[target[r]];
+        float denom = 0.f;
+#pragma omp simd reduction(+ : denom)
+        for (int64_t v = 0; v < V; ++v) {
+            const float e = exp_nonpositive(z[v] - top);
+            work[v] = e;  /* z[v] is read first where z is work */
+            denom += e;
+        }
+        const float lse = top + logf(denom);
+        if (r >= skip) total += (double)lse - (1.0 - eps) * z_t - eps * (double)sum / (double)V;
+        if (grad == NULL) continue;
+        const float inv = 1.f / denom, off = eps / (float)V;
+        const float g_t = work[target[r]] * inv - off - (1.f - eps);
+        if (grad_bf16) {
+            uint16_t *restrict g = (uint16_t *)grad + r * V;
+            if (r < skip) {
+                memset(g, 0, (size_t)V * sizeof *g);
+                continue;
+            }
+#pragma omp simd
+            for (int64_t v = 0; v < V; ++v) g[v] = float_to_bf16(work[v] * inv - off);
+            g[target[r]] = float_to_bf16(g_t);
+        } else {
+            float *restrict g = (float *)grad + r * V;
+            if (r < skip) {
+                memset(g, 0, (size_t)V * sizeof *g);
+                continue;
+            }
+#pragma omp simd
+            for (int64_t v = 0; v < V; ++v) g[v] = work[v] * inv - off;
+            g[target[r]] = g_t;
+        }
+    }
+    *loss = total;
+    return 0;
+}

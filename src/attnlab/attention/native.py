@@ -1,5 +1,6 @@
 """Compiled kernels for inference: one-query attention, greedy's choice of token and its bookkeeping, beam search's
-candidates, and whole Transformer layers (a decoder layer's decoding step, an encoder layer).
+candidates, and whole Transformer layers (a decoder layer's decoding step, an encoder layer); and for training, the
+label-smoothed cross-entropy of rows of logits with its gradient.
 
 At decoding shapes -- one new query per row, a few dozen keys, 32-64 dimensions per head -- PyTorch's attention
 kernel costs 100-700 µs a call, most of it overhead per (row, head), and greedy decoding's log-softmax plus arg-max
@@ -36,7 +37,7 @@ import torch
 from attnlab.attention.cache import KVCache
 
 __all__ = ["available", "status", "one_query_attention", "greedy_pick", "greedy_record", "beam_topk",
-           "decoder_layer_step", "encoder_layer", "cache_dir"]
+           "decoder_layer_step", "encoder_layer", "cross_entropy_rows", "cache_dir"]
 
 SOURCE = Path(__file__).with_name("kernels.c")
 try:  # read once, with this module: a library built later (at first use) then always matches the wrappers below,
@@ -149,6 +150,9 @@ def _load() -> ctypes.CDLL | None:
     lib.attnlab_encoder_layer.argtypes = [_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, ctypes.c_int,
                                           ctypes.c_int, _PTR, _PTR]
     lib.attnlab_encoder_layer.restype = ctypes.c_int
+    lib.attnlab_cross_entropy_rows.argtypes = [_PTR, ctypes.c_int, _I64, _I64, _I64, _PTR, ctypes.c_float, _I64,
+                                               _PTR, _PTR, ctypes.c_int, _PTR]
+    lib.attnlab_cross_entropy_rows.restype = ctypes.c_int
     lib.attnlab_has_sgemm.restype = ctypes.c_int
     lib.attnlab_set_sgemm.argtypes = [_PTR]
     lib.attnlab_set_sgemm.restype = None
@@ -466,3 +470,34 @@ def encoder_layer(x: torch.Tensor, weights: Sequence[torch.Tensor | None], eps: 
                               _ACTIVATIONS.index(activation), None if lens is None else lens.data_ptr(),
                               (_PTR * 6)(*[t.data_ptr() for t in scratch]))
     return out
+
+
+_ROW_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def cross_entropy_rows(logits: torch.Tensor, target: torch.Tensor, *, label_smoothing: float, skip: int = 0,
+                       grad_dtype: torch.dtype | None = None) -> tuple[float, torch.Tensor | None] | None:
+    """The label-smoothed cross-entropy of each row of ``logits`` and its gradient, in one pass per row (training's
+    loss, :class:`attnlab.train.loss._LinearCrossEntropy`); ``None`` where the kernel does not apply.
+
+    ``logits``: ``(C, V)`` float32 or bfloat16 on the CPU, the last dimension contiguous; ``target``: ``(C,)``
+    int64 ids. Returns ``(loss, grad)``: the summed loss of the rows from ``skip`` on (float64 arithmetic over
+    float32 rows; see ``masked_cross_entropy`` for the formula) and, with ``grad_dtype`` (float32 or bfloat16),
+    ``d loss / d logits`` ``(C, V)`` in that dtype with rows before ``skip`` zero (``None`` without). ``None``
+    where the kernels are unavailable, the inputs are of another kind, a row holds NaN or an infinity, or a target
+    is out of range: PyTorch's operators then give their answer (or error).
+    """
+    lib = _lib()
+    if lib is None or logits.dim() != 2 or logits.dtype not in _ROW_DTYPES or logits.device.type != "cpu" or \
+            logits.stride(-1) != 1 or grad_dtype not in (None, *_ROW_DTYPES) or target.shape != logits.shape[:1] \
+            or target.dtype != torch.int64 or target.device.type != "cpu" or not 0 <= skip <= logits.shape[0]:
+        return None
+    C, V = logits.shape
+    target = target.contiguous()
+    grad = None if grad_dtype is None else torch.empty(C, V, dtype=grad_dtype)
+    loss, work = ctypes.c_double(0.0), torch.empty(V)
+    code = lib.attnlab_cross_entropy_rows(
+        logits.data_ptr(), int(logits.dtype == torch.bfloat16), C, V, logits.stride(0), target.data_ptr(),
+        float(label_smoothing), skip, ctypes.byref(loss), None if grad is None else grad.data_ptr(),
+        int(grad_dtype == torch.bfloat16), work.data_ptr())
+    return None if code else (loss.value, grad)

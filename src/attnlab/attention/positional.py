@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from attnlab.attention.dropout import Dropout
+
 
 def sinusoid_table(num_positions: int, d_model: int, base: float = 10000.0, offset: int = 0) -> torch.Tensor:
     """``(T, D)`` table with ``PE[p, 2i] = sin(p / base^(2i/D))`` and ``PE[p, 2i+1] = cos(...)``.
@@ -29,7 +31,7 @@ class SinusoidalPositionalEncoding(nn.Module):
             raise ValueError(f"SinusoidalPositionalEncoding: d_model and max_len must be positive, "
                              f"got d_model={d_model}, max_len={max_len}")
         self.d_model, self.base = d_model, base
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # Derived from the arguments, so not saved in checkpoints.
         self.register_buffer("table", sinusoid_table(max_len, d_model, base), persistent=False)
 
@@ -89,7 +91,7 @@ class FairseqSinusoidalPositionalEncoding(SinusoidalPositionalEncoding):
                              f"divide by d_model/2 - 1), max_len positive and padding_idx >= 0, got "
                              f"d_model={d_model}, max_len={max_len}, padding_idx={padding_idx}")
         self.d_model, self.padding_idx = d_model, padding_idx
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # Derived from the arguments, so not saved in checkpoints.
         self.register_buffer("table", fairseq_sinusoid_table(max_len, d_model, padding_idx), persistent=False)
 
@@ -108,7 +110,7 @@ class LearnedPositionalEncoding(nn.Module):
         self.d_model, self.max_len = d_model, max_len
         self.embedding = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """``x``: ``(B, T, D)``; returns ``(B, T, D)``. Raises if ``offset + T > max_len``."""

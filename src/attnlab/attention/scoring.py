@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.modules.module import _global_forward_hooks
 
 from attnlab.attention._checks import check_dropout, check_positive, check_qkv
+from attnlab.attention.dropout import Dropout
 from attnlab.attention.functional import build_mask, softmax_with_mask, zero_unreachable
 from attnlab.attention.multihead import WeightsHooks
 from attnlab.core.types import AttentionOutput
@@ -39,7 +40,7 @@ class ScoringAttention(WeightsHooks, nn.Module, ABC):
 
     def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(check_dropout(type(self).__name__, dropout))
+        self.dropout = Dropout(check_dropout(type(self).__name__, dropout))
 
     @abstractmethod
     def score(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from attnlab.attention import AdditiveAttention, KVCache, LearnedPositionalEncoding
+from attnlab.attention.dropout import Dropout
 from attnlab.attention.functional import softmax_with_mask
 from attnlab.attention.scoring import is_observed
 from attnlab.core.model_config import CaptionerConfig
@@ -74,7 +75,7 @@ class Captioner(EncoderDecoder):
             self.attention = AdditiveAttention(d, d, d)
             self.rnn = nn.GRU(2 * d, d, batch_first=True)
             self.deep_output = nn.Linear(3 * d, d)
-            self.step_dropout = nn.Dropout(config.dropout)
+            self.step_dropout = Dropout(config.dropout)
         self.embed_scale = math.sqrt(d)
         self.tgt_embedding = nn.Embedding(tgt_vocab_size, d, padding_idx=0)
         nn.init.normal_(self.tgt_embedding.weight, std=d ** -0.5)

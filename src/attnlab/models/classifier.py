@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.attention import AdditiveAttention, ScaledDotProductAttention
+from attnlab.attention.dropout import Dropout
 from attnlab.attention.functional import build_mask, zero_unreachable
 from attnlab.attention.multihead import WeightsHooks
 from attnlab.attention.positional import positional_encoding
@@ -130,7 +131,7 @@ class RNNAttentionClassifier(nn.Module):
         self.encoder = RNNEncoder(config.embed_dim, config.hidden_size, config.num_layers, config.rnn,
                                   bidirectional=config.bidirectional, dropout=config.dropout)
         self.pooling = AttentionPooling(self.encoder.output_size, config.pooling_queries, scoring=config.pooling)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.classifier = nn.Linear(config.pooling_queries * self.encoder.output_size, config.num_classes)
 
     def forward(self, tokens: torch.Tensor, valid_lens: torch.Tensor | None = None, *,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from attnlab.attention import AdditiveAttention, DotProductAttention, GeneralAttention, ScaledDotProductAttention
+from attnlab.attention.dropout import Dropout
 from attnlab.attention.functional import build_mask, softmax_with_mask
 from attnlab.attention.scoring import ScoringAttention, is_observed
 from attnlab.core.model_config import Seq2SeqConfig
@@ -99,7 +100,7 @@ class Seq2Seq(EncoderDecoder):
         self.tgt_embedding = nn.Embedding(tgt_vocab_size, config.embed_dim, padding_idx=0)
         self.attention = make_scoring(config.attention, hidden, hidden, config.attention_hidden or hidden)
         self.decoder = make_rnn(config.rnn, config.embed_dim + hidden, hidden, layers, dropout=config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.output = nn.Linear(hidden, tgt_vocab_size)
 
     # ------------------------------------------------------------------------------------------ pieces

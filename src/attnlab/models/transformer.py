@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.attention import KVCache, MultiHeadAttention, native
+from attnlab.attention.dropout import Dropout
 from attnlab.attention.positional import positional_encoding
 from attnlab.attention.scoring import is_observed
 from attnlab.attention.trace import active_trace
@@ -54,7 +55,7 @@ class PositionwiseFeedForward(nn.Module):
         self.linear1 = nn.Linear(d_model, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, d_model)
         self.activation = _ACTIVATIONS[activation]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, D)`` -> ``(B, T, D)``."""
@@ -76,7 +77,7 @@ class TransformerEncoderLayer(nn.Module):
         self.ffn = PositionwiseFeedForward(d_model, ffn_dim, dropout, activation)
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, valid_lens: torch.Tensor | None = None, *,
                 need_weights: bool = False) -> AttentionOutput:
@@ -137,7 +138,7 @@ class TransformerDecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_lens: torch.Tensor | None = None, *,
                 self_cache: KVCache | None = None, cross_cache: KVCache | None = None,

@@ -26,6 +26,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.utils.checkpoint import checkpoint
 
+from attnlab.attention import native
 from attnlab.core.types import Batch, LabelBatch
 from attnlab.models.base import EncoderDecoder
 
@@ -75,6 +76,19 @@ def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, label_sm
     return loss_sum, int(mask.sum())
 
 
+def _accumulate(dz_c: torch.Tensor, h: torch.Tensor, w_grad: torch.Tensor, grad_h: torch.Tensor | None,
+                grad_w: torch.Tensor | None, grad_b: torch.Tensor | None, start: int, low: int, chunk_tokens: int,
+                skip: int, grad_dtype: torch.dtype, acc: torch.dtype) -> None:
+    """Add one chunk's share to the gradients of :class:`_LinearCrossEntropy` from ``dz_c``, ``d loss / d logits``
+    ``(C, V)`` in ``grad_dtype`` with its first ``skip`` rows zero."""
+    if grad_h is not None:
+        grad_h[start:low + chunk_tokens] = (dz_c @ w_grad)[skip:]  # (C - skip, D)
+    if grad_w is not None:
+        grad_w += (dz_c.T @ h.to(grad_dtype)).to(acc)  # (V, D)
+    if grad_b is not None:
+        grad_b += dz_c.sum(dim=0, dtype=acc)  # (V,)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """``sum_i loss(hidden_i @ weight.T + bias, target_i)`` over ``N`` rows, a chunk of rows at a time.
 
@@ -111,7 +125,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 skip = start - low
                 h = hidden[low:low + chunk_tokens].to(compute_dtype)  # (C, D)
                 t = target[low:low + chunk_tokens]  # (C,)
-                logits = F.linear(h, w, b).to(acc)  # (C, V)
+                logits = F.linear(h, w, b)  # (C, V)
+                fused = native.cross_entropy_rows(logits, t, label_smoothing=eps, skip=skip,
+                                                  grad_dtype=grad_dtype if any(needs_grad) else None)
+                if fused is not None:  # one pass per row (attention/kernels.c): the same sums, less memory traffic
+                    loss_sum += fused[0]
+                    if fused[1] is not None:
+                        _accumulate(fused[1], h, w_grad, grad_h, grad_w, grad_b, start, low, chunk_tokens, skip,
+                                    grad_dtype, acc)
+                    continue
+                logits = logits.to(acc)
                 lse = torch.logsumexp(logits, dim=-1)  # (C,)
                 # (1 - eps) * (lse - z_t) + eps * mean_v(lse - z_v), masked_cross_entropy's per-token loss.
                 z_t = logits.gather(-1, t[:, None]).squeeze(-1)  # (C,)
@@ -122,13 +145,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 dz = logits.sub_(lse[:, None]).exp_().sub_(eps / vocab)  # (C, V)
                 dz[torch.arange(t.shape[0], device=t.device), t] -= 1.0 - eps
                 dz[:skip] = 0.0
-                dz_c = dz.to(grad_dtype)  # (C, V), as autocast's linear backward sees it (bf16)
-                if need_h:
-                    grad_h[start:low + chunk_tokens] = (dz_c @ w_grad)[skip:]  # (C - skip, D)
-                if need_w:
-                    grad_w += (dz_c.T @ h.to(grad_dtype)).to(acc)  # (V, D)
-                if need_b:
-                    grad_b += dz.sum(dim=0)  # (V,)
+                # dz in grad_dtype (C, V): as autocast's linear backward sees it (bf16)
+                _accumulate(dz.to(grad_dtype), h, w_grad, grad_h, grad_w, grad_b, start, low, chunk_tokens, skip,
+                            grad_dtype, acc)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         return loss_sum
