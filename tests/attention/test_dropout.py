@@ -80,6 +80,11 @@ def test_edges_are_pytorchs() -> None:
     assert dropout(x, 0.5, training=False) is x
     assert dropout(x, 0.0) is x
     assert torch.equal(dropout(x, 1.0), F.dropout(x, 1.0))
+    near_one = 1 - 2 ** -33  # its threshold, p * 2^31, rounds to 2^31: beyond int32, so PyTorch's dropout runs
+    assert (dropout(x, near_one) == 0).all()
+    assert (dropout(torch.ones(10_000), 1 - 2 ** -20) == 0).all()
+    tiny = dropout(torch.ones(10_000), 2 ** -40)  # rounds to no element dropped, the rest scaled by ~1
+    assert (tiny == 1.0).all()
     with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
         dropout(x, 1.5)
 

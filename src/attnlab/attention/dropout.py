@@ -29,9 +29,10 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = Fa
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p == 1.0 or not x.is_floating_point():
-        return F.dropout(x, p, training, inplace)
-    keep = torch.empty(x.shape, dtype=torch.int32).random_() >= round(p * _BITS)
+    threshold = round(p * _BITS)
+    if x.device.type != "cpu" or threshold >= _BITS or not x.is_floating_point():  # p within 2^-32 of 1: PyTorch's
+        return F.dropout(x, p, training, inplace)  # (an int32 comparison with 2^31 would overflow)
+    keep = torch.empty(x.shape, dtype=torch.int32).random_() >= threshold
     mask = keep.to(x.dtype).mul_(1.0 / (1.0 - p))  # saved for backward: one multiply there
     return x.mul_(mask) if inplace else x * mask
 
