@@ -4,10 +4,12 @@ Run: .venv/bin/python benchmarks/train_kernels.py [--threads 1] [--tokens 2048] 
 
 At Transformer-tiny's training shapes (a rank's share of a 4,096-token Multi30k batch: ``--tokens`` rows of
 d_model 128, 4 heads of 32, a 7.8k vocabulary), each row times forward plus backward, medians of interleaved
-repeats, and prints attnlab's time as a ratio to PyTorch's (below 1: faster):
+repeats, and prints attnlab's time as a ratio to PyTorch's (below 1: faster), and the memory each holds from
+the forward pass to the backward pass (the output and what autograd saved; glibc's in-use bytes after forward
+minus before, so Linux only):
 
 * dropout: ``F.dropout`` (its ``bernoulli_`` mask) against :func:`attnlab.attention.dropout.dropout`, float32 and
-  bfloat16 activations;
+  bfloat16 activations, and the feed-forward layer's ReLU then dropout against ``relu_dropout`` (one saved mask);
 * attention: ``F.scaled_dot_product_attention`` on bfloat16 heads (what autocast gives it) against attnlab's
   ``fused_attention``, which attends in float32 under autograd on the CPU, at three batch shapes of the corpus;
 * loss: :func:`attnlab.train.loss.linear_cross_entropy` under bf16 autocast with the compiled row kernel
@@ -18,6 +20,7 @@ repeats, and prints attnlab's time as a ratio to PyTorch's (below 1: faster):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import environment, median_times  # noqa: E402
 
 from attnlab.attention import native  # noqa: E402
-from attnlab.attention.dropout import dropout  # noqa: E402
+from attnlab.attention.dropout import dropout, relu_dropout  # noqa: E402
 from attnlab.attention.functional import fused_attention  # noqa: E402
 from attnlab.train.allocator import keep_freed_memory  # noqa: E402
 from attnlab.train.loss import linear_cross_entropy  # noqa: E402
@@ -48,23 +51,66 @@ def fwd_bwd(make: Callable[[], torch.Tensor], inputs: tuple[torch.Tensor, ...]) 
     return step
 
 
-def rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _in_use() -> Callable[[], int] | None:
+    """glibc's bytes in use (``mallinfo2``: heap plus mapped blocks), or ``None`` where there is no glibc."""
+    try:
+        fn = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+
+    def in_use() -> int:
+        info = fn()
+        return info.uordblks + info.hblkhd
+    return in_use
+
+
+IN_USE = _in_use()
+
+
+def held(make: Callable[[], torch.Tensor]) -> float:
+    """MiB in use after ``make()`` (its output alive, so what autograd saved for backward too) minus before."""
+    if IN_USE is None:
+        return float("nan")
+    before = IN_USE()
+    out = make()
+    after = IN_USE()
+    del out
+    return (after - before) / 2 ** 20
+
+
+def measure(name: str, fns: dict[str, Callable[[], torch.Tensor]], inputs: tuple[torch.Tensor, ...],
+            repeats: int) -> tuple[str, float, float, float, float]:
+    t = median_times({k: fwd_bwd(f, inputs) for k, f in fns.items()}, repeats=repeats)
+    return name, t["torch"], t["attnlab"], held(fns["torch"]), held(fns["attnlab"])
+
+
+def rows(args: argparse.Namespace) -> list[tuple[str, float, float, float, float]]:
     out = []
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(args.tokens, 128, dtype=dtype, requires_grad=True)
-        t = median_times({"torch": fwd_bwd(lambda x=x: F.dropout(x, 0.3, True), (x,)),
-                          "attnlab": fwd_bwd(lambda x=x: dropout(x, 0.3), (x,))}, repeats=args.repeats)
-        out.append((f"dropout 0.3, ({args.tokens}, 128) {str(dtype)[6:]}", t["torch"], t["attnlab"]))
+        out.append(measure(f"dropout 0.3, ({args.tokens}, 128) {str(dtype)[6:]}",
+                           {"torch": lambda x=x: F.dropout(x, 0.3, True), "attnlab": lambda x=x: dropout(x, 0.3)},
+                           (x,), args.repeats))
+    x = torch.randn(args.tokens, 256, dtype=torch.bfloat16, requires_grad=True)  # the FFN's hidden layer
+    out.append(measure(f"ReLU + dropout 0.3, ({args.tokens}, 256) bfloat16",
+                       {"torch": lambda x=x: F.dropout(F.relu(x), 0.3, True),
+                        "attnlab": lambda x=x: relu_dropout(x, 0.3)},
+                       (x,), args.repeats))
     for B, H, T, Dh in ATTENTION_SHAPES:
         q, k, v = (torch.randn(B, H, T, Dh, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
         mask = torch.ones(B, 1, 1, T, dtype=torch.bool)
         mask[::3, ..., T // 2:] = False  # key padding in every third sentence
-        t = median_times({
-            "torch": fwd_bwd(lambda q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
-                             (q, k, v)),
-            "attnlab": fwd_bwd(lambda q=q, k=k, v=v, m=mask: fused_attention(q, k, v, m, training=True), (q, k, v)),
-        }, repeats=args.repeats)
-        out.append((f"attention bf16, heads ({B}, {H}, {T}, {Dh}), key padding", t["torch"], t["attnlab"]))
+        out.append(measure(f"attention bf16, heads ({B}, {H}, {T}, {Dh}), key padding", {
+            "torch": lambda q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+            "attnlab": lambda q=q, k=k, v=v, m=mask: fused_attention(q, k, v, m, training=True),
+        }, (q, k, v), args.repeats))
     hidden = torch.randn(args.tokens, 128, requires_grad=True)
     weight = (torch.randn(args.vocab, 128) * 0.1).requires_grad_()
     target = torch.randint(1, args.vocab, (args.tokens,))
@@ -77,9 +123,8 @@ def rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
         with mock.patch.object(native, "cross_entropy_rows", lambda *a, **k: None):
             return loss()
 
-    t = median_times({"torch": fwd_bwd(loss_torch, (hidden, weight)), "attnlab": fwd_bwd(loss, (hidden, weight))},
-                     repeats=args.repeats)
-    out.append((f"loss, ({args.tokens}, 128) x ({args.vocab}, 128) bf16, smoothing 0.1", t["torch"], t["attnlab"]))
+    out.append(measure(f"loss, ({args.tokens}, 128) x ({args.vocab}, 128) bf16, smoothing 0.1",
+                       {"torch": loss_torch, "attnlab": loss}, (hidden, weight), args.repeats))
     return out
 
 
@@ -95,9 +140,11 @@ def main() -> None:
     torch.manual_seed(0)
     print(environment())
     print(f"compiled kernels: {native.status()}")
-    print(f"{'forward + backward':<64} {'PyTorch ms':>10} {'attnlab ms':>10} {'ratio':>6}")
-    for name, ref, ours in rows(args):
-        print(f"{name:<64} {ref * 1e3:>10.2f} {ours * 1e3:>10.2f} {ours / ref:>6.2f}")
+    print(f"{'forward + backward':<64} {'PyTorch ms':>10} {'attnlab ms':>10} {'ratio':>6} "
+          f"{'held MiB: PyTorch':>17} {'attnlab':>7}")
+    for name, ref, ours, held_ref, held_ours in rows(args):
+        print(f"{name:<64} {ref * 1e3:>10.2f} {ours * 1e3:>10.2f} {ours / ref:>6.2f} "
+              f"{held_ref:>17.2f} {held_ours:>7.2f}")
 
 
 if __name__ == "__main__":

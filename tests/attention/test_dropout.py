@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from attnlab.attention.dropout import Dropout, dropout
+from attnlab.attention.dropout import Dropout, dropout, relu_dropout
 from attnlab.core.model_config import Seq2SeqConfig, TransformerConfig
 from attnlab.models import Seq2Seq, Transformer
 
@@ -42,6 +42,45 @@ def test_the_gradient_is_the_mask_scaled() -> None:
     g = torch.randn_like(out)
     out.backward(g)
     torch.testing.assert_close(x.grad, g * (out.detach() != 0) / 0.7)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_relu_dropout_equals_dropout_of_relu(p: float, dtype: torch.dtype) -> None:
+    """Same generator state, same mask: outputs and gradients equal, with zeros, negatives and infinities in."""
+    x = torch.randn(400, 33).to(dtype)
+    x[0, :5] = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan")])
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.manual_seed(5)
+    want = dropout(F.relu(a), p)
+    torch.manual_seed(5)
+    got = relu_dropout(b, p)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    if 0 < p < 1:
+        (saved,) = got.grad_fn.saved_tensors  # one mask instead of ReLU's output and dropout's mask
+        assert saved.dtype == dtype and saved.shape == x.shape
+    g = torch.randn(want.shape).to(dtype)
+    want.backward(g)
+    got.backward(g)
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0)
+
+
+def test_relu_dropout_follows_eval_and_checks_p() -> None:
+    y = torch.randn(50)
+    assert torch.equal(relu_dropout(y, 0.5, training=False), F.relu(y))
+    with pytest.raises(ValueError, match="between 0 and 1, but got -0.5"):
+        relu_dropout(y, -0.5)
+
+
+def test_relu_dropout_float64_gradcheck_with_a_fixed_draw() -> None:
+    x = (torch.randn(6, 7, dtype=torch.float64) + 0.05).requires_grad_()  # away from the kink at 0
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(3)
+        return relu_dropout(t, 0.4)
+
+    assert torch.autograd.gradcheck(f, (x,))
 
 
 def test_float64_gradcheck_with_a_fixed_draw() -> None:

@@ -651,3 +651,31 @@ def test_training_in_bfloat16_on_the_cpu_runs_the_fused_kernel_in_float32():
         out = fused_attention(q, k, v, None, training=True)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q.float(), k.float(), v.float()).bfloat16(),
                                rtol=0, atol=0)
+
+
+def test_training_in_bfloat16_saves_the_bfloat16_inputs_not_their_float32_copies(monkeypatch) -> None:
+    """The float32 copies of q, k and v that the kernel saves are stored as the bf16 originals (half the bytes
+    until backward) and widened again when backward unpacks them; the gradients stay exact (test above)."""
+    from attnlab.attention import functional
+
+    stored = []
+
+    class Spy(functional._UpcastSaved):
+        def __init__(self, narrow, wide):
+            super().__init__(narrow, wide)
+            pack = self.pack_hook
+            self.pack_hook = lambda t: stored.append(pack(t)) or stored[-1]
+
+    monkeypatch.setattr(functional, "_UpcastSaved", Spy)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 5, 8, generator=g).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., 3:] = False
+    out = fused_attention(q, k, v, mask, training=True)
+    narrow = [p[0] for p in stored if isinstance(p, tuple)]
+    assert len(narrow) == 3 and all(t.dtype == torch.bfloat16 and t.shape == q.shape for t in narrow)
+    assert any(t is q for t in narrow)
+    wide = [p for p in stored if isinstance(p, torch.Tensor) and p.dtype == torch.float32 and p.shape == q.shape]
+    assert len(wide) == 1  # the output, which backward needs in float32
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.bfloat16 for t in (q, k, v))

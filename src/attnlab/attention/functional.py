@@ -248,11 +248,33 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: object) -
 
     PyTorch's CPU flash-attention backward is slow in bfloat16 at training shapes: forward and backward of
     ``(107, 4, 19, 32)`` heads with key padding took 27 ms against 6 ms in float32, casts included, on one thread
-    (``benchmarks/train_kernels.py``). Without autograd (decoding) bfloat16 is as fast, and stays.
+    (``benchmarks/train_kernels.py``). Without autograd (decoding) bfloat16 is as fast, and stays. The kernel
+    saves its float32 inputs for the backward pass; :class:`_UpcastSaved` keeps the bfloat16 originals instead
+    and casts them again there (the same values: widening is exact), which halves what the three of them hold
+    until the backward pass.
     """
-    low = q.dtype in (torch.bfloat16, torch.float16)
+    low = q.dtype in _LOW_PRECISION
     if low and q.device.type == "cpu" and torch.is_grad_enabled() and (
             q.requires_grad or k.requires_grad or v.requires_grad):
-        with torch.autocast("cpu", enabled=False):  # autocast would cast the float32 inputs back
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs).to(q.dtype)
+        wide = q.float(), k.float(), v.float()
+        with torch.autocast("cpu", enabled=False), _UpcastSaved((q, k, v), wide):  # autocast would cast back
+            return F.scaled_dot_product_attention(*wide, **kwargs).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
+
+
+class _UpcastSaved(torch.autograd.graph.saved_tensors_hooks):
+    """Saved-tensor hooks under which a widened copy (``wide[i] = narrow[i].float()``) that autograd saves is
+    stored as its narrow original and widened again when the backward pass unpacks it; every other saved tensor
+    is stored as it is (a tensor is matched by identity, so an equal but distinct tensor is never swapped)."""
+
+    def __init__(self, narrow: tuple[torch.Tensor, ...], wide: tuple[torch.Tensor, ...]) -> None:
+        ids = {id(w): n for n, w in zip(narrow, wide, strict=True)}
+
+        def pack(t: torch.Tensor) -> object:
+            n = ids.get(id(t))
+            return (n,) if n is not None else t
+
+        def unpack(packed: object) -> torch.Tensor:
+            return packed[0].float() if isinstance(packed, tuple) else packed
+
+        super().__init__(pack, unpack)

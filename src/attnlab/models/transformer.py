@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnlab.attention import KVCache, MultiHeadAttention, native
-from attnlab.attention.dropout import Dropout
+from attnlab.attention.dropout import Dropout, relu_dropout
 from attnlab.attention.positional import positional_encoding
 from attnlab.attention.scoring import is_observed
 from attnlab.attention.trace import active_trace
@@ -59,6 +59,8 @@ class PositionwiseFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, T, D)`` -> ``(B, T, D)``."""
+        if self.activation is F.relu:  # one saved mask for both (attnlab.attention.dropout.relu_dropout)
+            return self.linear2(relu_dropout(self.linear1(x), self.dropout.p, self.dropout.training))
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
 
