@@ -37,8 +37,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = Fa
 
 def relu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``dropout(F.relu(x), p, training)`` saving one mask for the backward pass (the elements that are positive
-    and kept, scaled), not ReLU's output as well: one tensor of ``x``'s size less held until the backward pass,
-    and one pass less in it (``benchmarks/train_kernels.py``). It draws the same mask as
+    and kept, scaled), not ReLU's output as well: one tensor of ``x``'s size less held until the backward pass, at
+    the same speed (``benchmarks/train_kernels.py``). It draws the same mask as
     :func:`dropout` for the same generator state, so the two ways give equal outputs and gradients (tested,
     infinities and NaN included)."""
     _check(p)
