@@ -322,3 +322,16 @@ def test_time_schedule_ends_annealed_when_the_budget_runs_out_first(tmp_path: Pa
 def test_time_schedule_needs_a_time_budget() -> None:
     with pytest.raises(ConfigError, match="needs a time budget"):
         tiny_config(schedule_by="time")
+
+
+def test_the_heap_is_released_after_each_evaluation_and_at_the_end(tmp_path: Path, monkeypatch) -> None:
+    events: list[str] = []
+    monkeypatch.setattr("attnlab.train.trainer.release_freed_memory", lambda: events.append("release"))
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        events.append("eval")
+        return {"val_score": 1.0}
+
+    cfg = tiny_config(max_steps=4, eval_every=2, save_every=2)
+    Trainer(make_model(), cfg, FakeBatches(), tmp_path / "run", evaluate=evaluate).fit()
+    assert events == ["eval", "release", "eval", "release", "release"]

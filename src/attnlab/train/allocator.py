@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
@@ -21,22 +22,48 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory (no trimming, no per-allocation mmap); ``True`` if it took effect."""
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library if it is glibc (it has ``mallopt`` and ``malloc_trim``), else ``None``."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     name = ctypes.util.find_library("c")
     if name is None:
-        return False
+        return None
     try:
         libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return None
+    return libc
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory (no trimming, no per-allocation mmap); ``True`` if it took effect."""
+    libc = _glibc()
+    if libc is None:
         return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     log.debug("glibc mallopt keep-freed-memory: %s", ok)
     return ok
+
+
+def release_freed_memory() -> bool:
+    """Give the heap's free pages back to the kernel now (glibc's ``malloc_trim(0)``, which also releases whole
+    free pages inside the heap, not only at its top); ``True`` if glibc is there to do it.
+
+    The trainer calls it where the step loop pauses: rank 0 after each evaluation (whose differently shaped
+    decoding buffers would otherwise stay resident, and fragment the heap the steps reuse) and the other ranks
+    when they start waiting for it. The next step faults back in only the pages it touches (well under a
+    second), so under :func:`keep_freed_memory` the steps keep their speed and the process no longer keeps the
+    evaluation's peak.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 KERNEL_CACHE_CAPACITY = 16

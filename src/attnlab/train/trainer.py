@@ -60,6 +60,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from attnlab.core.config import to_dict
 from attnlab.core.errors import ConfigError, DataError, DivergedError
 from attnlab.core.train_config import TrainConfig
+from attnlab.train.allocator import release_freed_memory
 from attnlab.train.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -480,6 +481,7 @@ class Trainer:
             self._save(self.last_dir, signals)
         if self.config.average_snapshots and self.dist.is_main:
             self._average_snapshots(signals)
+        release_freed_memory()  # the other ranks now wait at the last barrier; rank 0 goes on to its final work
 
     def _task_metrics(self) -> dict[str, float]:
         """The evaluation function's metrics of the model's current weights (``{}`` without one)."""
@@ -536,9 +538,13 @@ class Trainer:
         c = self._counters
         if not self.dist.is_main:  # rank 0 evaluates; the others wait at the next collective
             c.eval_loss_sum, c.eval_tokens, c.last_eval_step = 0.0, 0, self.step
+            release_freed_memory()  # while waiting, hold only what is live
             return False
-        with self._evaluated_weights():
-            return self._evaluate_main(signals)
+        try:
+            with self._evaluated_weights():
+                return self._evaluate_main(signals)
+        finally:
+            release_freed_memory()  # the evaluation's buffers leave with it
 
     def _evaluated_weights(self) -> contextlib.AbstractContextManager[Any]:
         """The weights that are evaluated and kept in ``OUT/best`` and snapshots: the averages with ``ema_decay``."""
