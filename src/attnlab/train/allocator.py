@@ -54,10 +54,10 @@ def release_freed_memory() -> bool:
     free pages inside the heap, not only at its top); ``True`` if glibc is there to do it.
 
     The trainer calls it where the step loop pauses: rank 0 after each evaluation (whose differently shaped
-    decoding buffers would otherwise stay resident, and fragment the heap the steps reuse) and the other ranks
-    when they start waiting for it. The next step faults back in only the pages it touches (well under a
-    second), so under :func:`keep_freed_memory` the steps keep their speed and the process no longer keeps the
-    evaluation's peak.
+    decoding buffers would otherwise stay resident, and fragment the heap the steps reuse), the other ranks
+    when they start waiting for it, and every rank when training ends. The next steps fault back in only the
+    pages they touch: under :func:`keep_freed_memory` they keep their speed (the Multi30k En-De recipe: 1,500
+    MiB summed over its two processes against 1,537, at the same logged tokens/s; README, "Speed and memory").
     """
     libc = _glibc()
     if libc is None:
