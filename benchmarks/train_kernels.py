@@ -20,7 +20,6 @@ minus before, so Linux only):
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from _timing import environment, median_times  # noqa: E402
 from attnlab.attention import native  # noqa: E402
 from attnlab.attention.dropout import dropout, relu_dropout  # noqa: E402
 from attnlab.attention.functional import fused_attention  # noqa: E402
-from attnlab.train.allocator import keep_freed_memory  # noqa: E402
+from attnlab.train.allocator import heap_bytes_in_use, keep_freed_memory  # noqa: E402
 from attnlab.train.loss import linear_cross_entropy  # noqa: E402
 
 # (sentences, heads, length, head size): the padded shapes of three bucketed 2,048-token shares of Multi30k batches
@@ -51,36 +50,13 @@ def fwd_bwd(make: Callable[[], torch.Tensor], inputs: tuple[torch.Tensor, ...]) 
     return step
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
-def _in_use() -> Callable[[], int] | None:
-    """glibc's bytes in use (``mallinfo2``: heap plus mapped blocks), or ``None`` where there is no glibc."""
-    try:
-        fn = ctypes.CDLL("libc.so.6").mallinfo2
-    except (OSError, AttributeError):
-        return None
-    fn.restype = _MallInfo2
-
-    def in_use() -> int:
-        info = fn()
-        return info.uordblks + info.hblkhd
-    return in_use
-
-
-IN_USE = _in_use()
-
-
 def held(make: Callable[[], torch.Tensor]) -> float:
     """MiB in use after ``make()`` (its output alive, so what autograd saved for backward too) minus before."""
-    if IN_USE is None:
+    before = heap_bytes_in_use()
+    if before is None:
         return float("nan")
-    before = IN_USE()
     out = make()
-    after = IN_USE()
+    after = heap_bytes_in_use()
     del out
     return (after - before) / 2 ** 20
 

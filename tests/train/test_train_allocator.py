@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from attnlab.train.allocator import keep_freed_memory
 
 
@@ -55,3 +57,17 @@ print(release_freed_memory(), kept - rss())
 def _ldd_version() -> str:
     libc = subprocess.run(["ldd", "--version"], capture_output=True, text=True)
     return (libc.stdout + libc.stderr).upper()
+
+
+def test_heap_bytes_in_use_counts_live_allocations():
+    import torch
+
+    from attnlab.train.allocator import heap_bytes_in_use
+
+    before = heap_bytes_in_use()
+    if before is None:
+        pytest.skip("no glibc mallinfo2 (glibc 2.33 or later) here")
+    x = torch.ones(8_000_000)  # 32 MB
+    grown = heap_bytes_in_use() - before
+    del x
+    assert 31_000_000 < grown < 40_000_000

@@ -66,6 +66,25 @@ def release_freed_memory() -> bool:
     return True
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def heap_bytes_in_use() -> int | None:
+    """Bytes the process's allocations hold now (glibc's ``mallinfo2``: heap chunks in use plus mapped blocks),
+    unlike RSS blind to freed memory the heap keeps; ``None`` without glibc 2.33+. For measuring what a piece of
+    code keeps alive (``benchmarks/train_kernels.py``)."""
+    libc = _glibc()
+    fn = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if fn is None:
+        return None
+    fn.restype = _MallInfo2
+    info = fn()
+    return info.uordblks + info.hblkhd
+
+
 KERNEL_CACHE_CAPACITY = 16
 """Entries kept by oneDNN's primitive cache and PyTorch's mkldnn LRU cache (both default to 1024). 16 rather than
 32: 200 steps of the two-process Multi30k recipe peaked at 1,394-1,398 MiB summed against 1,498-1,507, and a whole
