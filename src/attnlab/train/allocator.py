@@ -22,6 +22,12 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The C library if it is glibc (it has ``mallopt`` and ``malloc_trim``), else ``None``."""
@@ -36,6 +42,8 @@ def _glibc() -> ctypes.CDLL | None:
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
     except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
         return None
+    if hasattr(libc, "mallinfo2"):  # glibc 2.33 and later
+        libc.mallinfo2.restype = _MallInfo2
     return libc
 
 
@@ -66,12 +74,6 @@ def release_freed_memory() -> bool:
     return True
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
 def heap_bytes_in_use() -> int | None:
     """Bytes the process's allocations hold now (glibc's ``mallinfo2``: heap chunks in use plus mapped blocks),
     unlike RSS blind to freed memory the heap keeps; ``None`` without glibc 2.33+. For measuring what a piece of
@@ -80,7 +82,6 @@ def heap_bytes_in_use() -> int | None:
     fn = getattr(libc, "mallinfo2", None) if libc is not None else None
     if fn is None:
         return None
-    fn.restype = _MallInfo2
     info = fn()
     return info.uordblks + info.hblkhd
 
